@@ -1,0 +1,721 @@
+//! RFC 6455 framing: the frame header (section 5.2), a streaming decoder that
+//! turns client bytes into messages and control frames, and the encoder for
+//! server frames.
+//!
+//! The decoder never needs a whole frame in memory: it takes whatever a read
+//! delivered, unmasks payload bytes as they arrive straight into the message
+//! being assembled, validates text as it goes and judges size limits from the
+//! header alone. Only an incomplete header (at most 14 bytes) is carried
+//! between reads. Returning `Ok(None)` means "need more bytes"; the input is
+//! always consumed up to the point reached, and nothing is lost.
+
+use super::close::CloseCode;
+use super::mask::unmask;
+use super::utf8::Utf8Validator;
+
+/// Frame opcodes (RFC 6455 section 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opcode {
+    Continuation,
+    Text,
+    Binary,
+    Close,
+    Ping,
+    Pong,
+}
+
+impl Opcode {
+    /// "If an unknown opcode is received, the receiving endpoint MUST _Fail
+    /// the WebSocket Connection_." Opcodes 3-7 and 11-15 are reserved.
+    fn from_bits(bits: u8) -> Option<Opcode> {
+        match bits {
+            0x0 => Some(Opcode::Continuation),
+            0x1 => Some(Opcode::Text),
+            0x2 => Some(Opcode::Binary),
+            0x8 => Some(Opcode::Close),
+            0x9 => Some(Opcode::Ping),
+            0xA => Some(Opcode::Pong),
+            _ => None,
+        }
+    }
+
+    fn bits(self) -> u8 {
+        match self {
+            Opcode::Continuation => 0x0,
+            Opcode::Text => 0x1,
+            Opcode::Binary => 0x2,
+            Opcode::Close => 0x8,
+            Opcode::Ping => 0x9,
+            Opcode::Pong => 0xA,
+        }
+    }
+
+    fn is_control(self) -> bool {
+        matches!(self, Opcode::Close | Opcode::Ping | Opcode::Pong)
+    }
+}
+
+/// Why the decoder failed the connection, with the close code it calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: CloseCode,
+    pub reason: &'static str,
+}
+
+impl FrameError {
+    fn protocol(reason: &'static str) -> FrameError {
+        FrameError {
+            code: CloseCode::PROTOCOL_ERROR,
+            reason,
+        }
+    }
+}
+
+/// What a complete frame or message means to the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A complete text message; the bytes are valid UTF-8.
+    Text(&'a [u8]),
+    /// A complete binary message.
+    Binary(&'a [u8]),
+    Ping(&'a [u8]),
+    Pong(&'a [u8]),
+    /// A close frame: its status code (none if the payload was empty) and
+    /// its reason text, both already validated.
+    Close(Option<u16>, &'a str),
+}
+
+/// A parsed frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub fin: bool,
+    pub opcode: Opcode,
+    pub mask: Option<[u8; 4]>,
+    pub payload_len: u64,
+    /// Bytes the header itself occupies (2 to 14).
+    pub header_len: usize,
+}
+
+/// Parses a frame header from the start of `buf`. `Ok(None)` means more
+/// bytes are needed; nothing is consumed either way.
+pub fn decode_header(buf: &[u8]) -> Result<Option<FrameHeader>, FrameError> {
+    let (Some(&b0), Some(&b1)) = (buf.first(), buf.get(1)) else {
+        return Ok(None);
+    };
+    // "RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated".
+    if b0 & 0x70 != 0 {
+        return Err(FrameError::protocol("reserved bits set"));
+    }
+    let fin = b0 & 0x80 != 0;
+    let opcode =
+        Opcode::from_bits(b0 & 0x0F).ok_or_else(|| FrameError::protocol("reserved opcode"))?;
+    let masked = b1 & 0x80 != 0;
+    let short_len = b1 & 0x7F;
+    let ext_len = match short_len {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let header_len = 2 + ext_len + if masked { 4 } else { 0 };
+    let Some(header) = buf.get(..header_len) else {
+        return Ok(None);
+    };
+    let payload_len = match short_len {
+        126 => u64::from(u16::from_be_bytes([header[2], header[3]])),
+        127 => {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&header[2..10]);
+            let len = u64::from_be_bytes(bytes);
+            // "the most significant bit MUST be 0".
+            if len >> 63 != 0 {
+                return Err(FrameError::protocol("64-bit length with the top bit set"));
+            }
+            len
+        }
+        n => u64::from(n),
+    };
+    let mask = masked.then(|| {
+        let k = &header[header_len - 4..header_len];
+        [k[0], k[1], k[2], k[3]]
+    });
+    if opcode.is_control() {
+        // "All control frames MUST have a payload length of 125 bytes or
+        // less and MUST NOT be fragmented."
+        if !fin {
+            return Err(FrameError::protocol("fragmented control frame"));
+        }
+        if payload_len > 125 {
+            return Err(FrameError::protocol("control frame over 125 bytes"));
+        }
+    }
+    Ok(Some(FrameHeader {
+        fin,
+        opcode,
+        mask,
+        payload_len,
+        header_len,
+    }))
+}
+
+/// The frame whose payload is being read.
+#[derive(Debug, Clone, Copy)]
+struct PayloadInProgress {
+    opcode: Opcode,
+    fin: bool,
+    mask: [u8; 4],
+    remaining: u64,
+    /// Payload bytes of this frame already read (the mask position).
+    done: usize,
+}
+
+/// Turns a client's byte stream into [`Event`]s.
+#[derive(Debug)]
+pub struct Decoder {
+    /// Largest reassembled data message accepted (1009 beyond it).
+    max_message: usize,
+    /// Header bytes of a frame whose header is not complete yet.
+    header: [u8; 14],
+    header_len: usize,
+    payload: Option<PayloadInProgress>,
+    /// Opcode of the data message being assembled, if one is started.
+    message_opcode: Option<Opcode>,
+    /// The data message being assembled, already unmasked.
+    message: Vec<u8>,
+    /// Payload of the control frame being read (at most 125 bytes).
+    control: Vec<u8>,
+    utf8: Utf8Validator,
+    /// The last event borrowed `message` or `control`; clear them first.
+    emitted: bool,
+    /// The server has sent its close; see [`Decoder::enter_closing`].
+    closing: bool,
+}
+
+/// Message buffers that grew past this for one big message are released.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+impl Decoder {
+    pub fn new(max_message: usize) -> Decoder {
+        Decoder {
+            max_message,
+            header: [0; 14],
+            header_len: 0,
+            payload: None,
+            message_opcode: None,
+            message: Vec::new(),
+            control: Vec::new(),
+            utf8: Utf8Validator::new(),
+            emitted: false,
+            closing: false,
+        }
+    }
+
+    /// True while a fragmented message or a frame is only partly received.
+    pub fn is_mid_message(&self) -> bool {
+        self.message_opcode.is_some() || self.payload.is_some() || self.header_len > 0
+    }
+
+    /// Bytes held for a message being assembled (for memory accounting).
+    pub fn buffered_bytes(&self) -> usize {
+        self.message.capacity() + self.control.capacity()
+    }
+
+    fn clear_emitted(&mut self) {
+        if !self.emitted {
+            return;
+        }
+        self.emitted = false;
+        if self.message_opcode.is_none() {
+            if self.message.capacity() > KEEP_CAPACITY {
+                self.message = Vec::new();
+            } else {
+                self.message.clear();
+            }
+        }
+        self.control.clear();
+    }
+
+    /// Whether [`Decoder::enter_closing`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// After the server sent its own close: from now on only the peer's
+    /// close frame matters. Data is skipped without being stored or
+    /// checked, so a message that failed half-way is stepped over and the
+    /// close reply behind it is still seen.
+    pub fn enter_closing(&mut self) {
+        self.closing = true;
+        self.message_opcode = None;
+        self.message = Vec::new();
+        self.utf8.reset();
+    }
+
+    /// Consumes bytes from `input` until one event is complete (returned),
+    /// the input is exhausted (`Ok(None)`), or the stream is invalid.
+    pub fn next_event(&mut self, input: &mut &[u8]) -> Result<Option<Event<'_>>, FrameError> {
+        self.clear_emitted();
+        loop {
+            if self.payload.is_none() && !self.read_header(input)? {
+                return Ok(None);
+            }
+            if !self.read_payload(input)? {
+                return Ok(None);
+            }
+            let Some(frame) = self.payload.take() else {
+                continue;
+            };
+            if self.closing && frame.opcode != Opcode::Close {
+                continue;
+            }
+            match frame.opcode {
+                Opcode::Ping => {
+                    self.emitted = true;
+                    return Ok(Some(Event::Ping(&self.control)));
+                }
+                Opcode::Pong => {
+                    self.emitted = true;
+                    return Ok(Some(Event::Pong(&self.control)));
+                }
+                Opcode::Close => {
+                    self.emitted = true;
+                    if self.closing {
+                        // The reply to our close: its contents no longer matter.
+                        return Ok(Some(Event::Close(None, "")));
+                    }
+                    // "If there is a body, the first two bytes of the body MUST
+                    // be a 2-byte unsigned integer" and the rest UTF-8.
+                    return match self.control.as_slice() {
+                        [] => Ok(Some(Event::Close(None, ""))),
+                        [_] => Err(FrameError::protocol("close payload of 1 byte")),
+                        [hi, lo, reason @ ..] => {
+                            let code = u16::from_be_bytes([*hi, *lo]);
+                            if !CloseCode::is_valid_from_peer(code) {
+                                return Err(FrameError::protocol("invalid close code"));
+                            }
+                            let reason = std::str::from_utf8(reason).map_err(|_| FrameError {
+                                code: CloseCode::INVALID_PAYLOAD,
+                                reason: "close reason is not UTF-8",
+                            })?;
+                            Ok(Some(Event::Close(Some(code), reason)))
+                        }
+                    };
+                }
+                Opcode::Continuation | Opcode::Text | Opcode::Binary => {
+                    if !frame.fin {
+                        continue;
+                    }
+                    let opcode = self.message_opcode.take();
+                    self.emitted = true;
+                    if opcode == Some(Opcode::Text) {
+                        self.utf8.finish().map_err(|_| FrameError {
+                            code: CloseCode::INVALID_PAYLOAD,
+                            reason: "text message is not UTF-8",
+                        })?;
+                        return Ok(Some(Event::Text(&self.message)));
+                    }
+                    return Ok(Some(Event::Binary(&self.message)));
+                }
+            }
+        }
+    }
+
+    /// Completes the next header and starts its frame. `Ok(false)`: input
+    /// ran out first.
+    fn read_header(&mut self, input: &mut &[u8]) -> Result<bool, FrameError> {
+        let header = if self.header_len == 0 {
+            // Fast path: the whole header is in this read.
+            match decode_header(input)? {
+                Some(h) => {
+                    *input = input.get(h.header_len..).unwrap_or_default();
+                    h
+                }
+                None => {
+                    let n = input.len().min(self.header.len());
+                    self.header[..n].copy_from_slice(&input[..n]);
+                    self.header_len = n;
+                    *input = &input[n..];
+                    return Ok(false);
+                }
+            }
+        } else {
+            // Top up the carried bytes one at a time until a header parses.
+            loop {
+                match decode_header(&self.header[..self.header_len])? {
+                    Some(h) => {
+                        self.header_len = 0;
+                        break h;
+                    }
+                    None => {
+                        let Some((&byte, rest)) = input.split_first() else {
+                            return Ok(false);
+                        };
+                        if self.header_len >= self.header.len() {
+                            return Err(FrameError::protocol("header too long"));
+                        }
+                        self.header[self.header_len] = byte;
+                        self.header_len += 1;
+                        *input = rest;
+                    }
+                }
+            }
+        };
+        // The frame is recorded before it is judged, so that after an error
+        // closing mode knows how much payload to step over.
+        self.payload = Some(PayloadInProgress {
+            opcode: header.opcode,
+            fin: header.fin,
+            mask: header.mask.unwrap_or_default(),
+            remaining: header.payload_len,
+            done: 0,
+        });
+        if !self.closing {
+            self.check_frame(&header)?;
+        }
+        Ok(true)
+    }
+
+    /// Applies the rules that depend on what came before this frame.
+    fn check_frame(&mut self, header: &FrameHeader) -> Result<(), FrameError> {
+        // "The server MUST close the connection upon receiving a frame that
+        // is not masked."
+        if header.mask.is_none() {
+            return Err(FrameError::protocol("unmasked client frame"));
+        }
+        match header.opcode {
+            Opcode::Continuation if self.message_opcode.is_none() => {
+                return Err(FrameError::protocol("continuation without a started message"));
+            }
+            Opcode::Text | Opcode::Binary if self.message_opcode.is_some() => {
+                return Err(FrameError::protocol("new data frame inside a fragmented message"));
+            }
+            Opcode::Text | Opcode::Binary => {
+                self.message_opcode = Some(header.opcode);
+                self.utf8.reset();
+                self.message.clear();
+            }
+            _ => {}
+        }
+        if !header.opcode.is_control() {
+            // Judged from the header, before any of the payload is buffered.
+            let total = (self.message.len() as u64).checked_add(header.payload_len);
+            if total.is_none_or(|t| t > self.max_message as u64) {
+                return Err(FrameError {
+                    code: CloseCode::MESSAGE_TOO_BIG,
+                    reason: "message larger than the limit",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves as much of the current frame's payload as `input` holds into
+    /// the message (or control) buffer, unmasked and, for text, validated.
+    /// `Ok(true)` when the frame's payload is complete.
+    fn read_payload(&mut self, input: &mut &[u8]) -> Result<bool, FrameError> {
+        let Some(frame) = self.payload.as_mut() else {
+            return Ok(false);
+        };
+        let available = usize::try_from(frame.remaining)
+            .unwrap_or(usize::MAX)
+            .min(input.len());
+        let (chunk, rest) = input.split_at(available);
+        *input = rest;
+        let offset = frame.done;
+        frame.done = frame.done.wrapping_add(available);
+        frame.remaining -= available as u64;
+        let complete = frame.remaining == 0;
+        let is_control = frame.opcode.is_control();
+        let mask = frame.mask;
+        if self.closing && !is_control {
+            return Ok(complete);
+        }
+        let target = if is_control {
+            &mut self.control
+        } else {
+            &mut self.message
+        };
+        let start = target.len();
+        target.extend_from_slice(chunk);
+        let fresh = &mut target[start..];
+        unmask(fresh, mask, offset);
+        if !is_control && self.message_opcode == Some(Opcode::Text) {
+            self.utf8.feed(fresh).map_err(|_| FrameError {
+                code: CloseCode::INVALID_PAYLOAD,
+                reason: "text message is not UTF-8",
+            })?;
+        }
+        Ok(complete)
+    }
+}
+
+/// Bytes a server frame header takes for a payload of `len` bytes.
+pub fn header_len_for(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => 10,
+    }
+}
+
+/// Appends one unmasked, unfragmented server frame to `out`.
+pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
+    out.reserve(header_len_for(payload.len()) + payload.len());
+    out.push(0x80 | opcode.bits());
+    match payload.len() {
+        n @ 0..=125 => out.push(n as u8),
+        n @ 126..=0xFFFF => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
+/// Appends a close frame with `code` and a reason (cut to fit 125 bytes).
+pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
+    let mut payload = [0u8; 125];
+    payload[..2].copy_from_slice(&code.to_be_bytes());
+    let mut cut = reason.len().min(123);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    payload[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
+    encode_frame(out, Opcode::Close, &payload[..2 + cut]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame, built independently of the decoder.
+    fn client_frame(first: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![first];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        f
+    }
+
+    const KEY: [u8; 4] = [0xA1, 0x02, 0x7F, 0x33];
+
+    #[derive(Debug, PartialEq)]
+    enum Owned {
+        Text(String),
+        Binary(Vec<u8>),
+        Ping(Vec<u8>),
+        Pong(Vec<u8>),
+        Close(Option<u16>, String),
+    }
+
+    /// Feeds `bytes` in pieces of `step` and collects events or the error.
+    fn decode(bytes: &[u8], step: usize, max: usize) -> Result<Vec<Owned>, FrameError> {
+        let mut d = Decoder::new(max);
+        let mut events = Vec::new();
+        for piece in bytes.chunks(step.max(1)) {
+            let mut input = piece;
+            while let Some(e) = d.next_event(&mut input)? {
+                events.push(match e {
+                    Event::Text(t) => Owned::Text(String::from_utf8(t.to_vec()).unwrap()),
+                    Event::Binary(b) => Owned::Binary(b.to_vec()),
+                    Event::Ping(p) => Owned::Ping(p.to_vec()),
+                    Event::Pong(p) => Owned::Pong(p.to_vec()),
+                    Event::Close(c, r) => Owned::Close(c, r.to_string()),
+                });
+            }
+            assert!(input.is_empty(), "decoder left input unconsumed");
+        }
+        Ok(events)
+    }
+
+    #[test]
+    fn rfc_single_frame_masked_text() {
+        // RFC 6455 section 5.7.
+        let bytes = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        for step in 1..=bytes.len() {
+            assert_eq!(
+                decode(&bytes, step, 100).unwrap(),
+                vec![Owned::Text("Hello".into())]
+            );
+        }
+    }
+
+    #[test]
+    fn lengths_7_16_and_64_bit() {
+        for len in [0usize, 125, 126, 65535, 65536, 70000] {
+            let payload = vec![b'x'; len];
+            let frame = client_frame(0x82, &payload, KEY);
+            let events = decode(&frame, 4096, 1 << 20).unwrap();
+            assert_eq!(events, vec![Owned::Binary(payload)], "len {len}");
+        }
+    }
+
+    #[test]
+    fn fragments_with_a_ping_between_them() {
+        let mut bytes = client_frame(0x01, b"Hel", KEY);
+        bytes.extend(client_frame(0x89, b"are you there", KEY));
+        bytes.extend(client_frame(0x00, b"lo, ", KEY));
+        bytes.extend(client_frame(0x80, b"world", KEY));
+        for step in [1, 3, 7, 1000] {
+            assert_eq!(
+                decode(&bytes, step, 100).unwrap(),
+                vec![
+                    Owned::Ping(b"are you there".to_vec()),
+                    Owned::Text("Hello, world".into())
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn code_point_split_across_fragments_is_valid() {
+        let euro = "€".as_bytes();
+        let mut bytes = client_frame(0x01, &euro[..1], KEY);
+        bytes.extend(client_frame(0x00, &euro[1..2], KEY));
+        bytes.extend(client_frame(0x80, &euro[2..], KEY));
+        assert_eq!(decode(&bytes, 2, 100).unwrap(), vec![Owned::Text("€".into())]);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_with_1007_before_the_message_ends() {
+        let mut bytes = client_frame(0x01, b"ok\xff", KEY);
+        // Never finished: the error must come from the first fragment.
+        bytes.truncate(bytes.len());
+        assert_eq!(decode(&bytes, 100, 100).unwrap_err().code, CloseCode(1007));
+        let bytes = client_frame(0x81, b"\xe2\x82", KEY);
+        assert_eq!(decode(&bytes, 100, 100).unwrap_err().code, CloseCode(1007));
+    }
+
+    #[test]
+    fn protocol_errors_are_1002() {
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("unmasked", vec![0x81, 0x01, b'a']),
+            ("rsv1", client_frame(0xC1, b"a", KEY)),
+            ("rsv3", client_frame(0x91, b"a", KEY)),
+            ("opcode 3", client_frame(0x83, b"", KEY)),
+            ("opcode 11", client_frame(0x8B, b"", KEY)),
+            ("fragmented ping", client_frame(0x09, b"", KEY)),
+            ("big ping", client_frame(0x89, &[0; 126], KEY)),
+            ("lone continuation", client_frame(0x80, b"a", KEY)),
+            ("close 1 byte", client_frame(0x88, &[3], KEY)),
+            ("close 1005", client_frame(0x88, &1005u16.to_be_bytes(), KEY)),
+            ("close 999", client_frame(0x88, &999u16.to_be_bytes(), KEY)),
+            ("close 5000", client_frame(0x88, &5000u16.to_be_bytes(), KEY)),
+            ("text in text", {
+                let mut b = client_frame(0x01, b"a", KEY);
+                b.extend(client_frame(0x81, b"b", KEY));
+                b
+            }),
+            (
+                "64-bit top bit",
+                vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+            ),
+        ];
+        for (name, bytes) in cases {
+            let err = decode(&bytes, 1, 1 << 20).unwrap_err();
+            assert_eq!(err.code, CloseCode(1002), "{name}");
+        }
+    }
+
+    #[test]
+    fn close_frames() {
+        let mut payload = 4001u16.to_be_bytes().to_vec();
+        payload.extend_from_slice("bye ✓".as_bytes());
+        assert_eq!(
+            decode(&client_frame(0x88, &payload, KEY), 3, 10).unwrap(),
+            vec![Owned::Close(Some(4001), "bye ✓".into())]
+        );
+        assert_eq!(
+            decode(&client_frame(0x88, b"", KEY), 3, 10).unwrap(),
+            vec![Owned::Close(None, String::new())]
+        );
+        let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+        bad_reason.push(0xff);
+        assert_eq!(
+            decode(&client_frame(0x88, &bad_reason, KEY), 3, 10).unwrap_err().code,
+            CloseCode(1007)
+        );
+    }
+
+    #[test]
+    fn too_big_is_judged_from_the_header_alone() {
+        // Only the header of a 1 MiB frame: no payload sent yet.
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        header.extend_from_slice(&KEY);
+        assert_eq!(decode(&header, 100, 65536).unwrap_err().code, CloseCode(1009));
+        // Fragments adding up past the limit.
+        let mut bytes = client_frame(0x02, &[0; 60], KEY);
+        bytes.extend(client_frame(0x80, &[0; 41], KEY));
+        assert_eq!(decode(&bytes, 100, 100).unwrap_err().code, CloseCode(1009));
+        // Exactly at the limit is fine.
+        let mut bytes = client_frame(0x02, &[0; 60], KEY);
+        bytes.extend(client_frame(0x80, &[0; 40], KEY));
+        assert_eq!(decode(&bytes, 100, 100).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn empty_text_message_and_consecutive_messages() {
+        let mut bytes = client_frame(0x81, b"", KEY);
+        bytes.extend(client_frame(0x81, b"second", KEY));
+        assert_eq!(
+            decode(&bytes, 5, 100).unwrap(),
+            vec![Owned::Text(String::new()), Owned::Text("second".into())]
+        );
+    }
+
+    #[test]
+    fn closing_mode_steps_over_a_failed_message_to_the_close_reply() {
+        let mut d = Decoder::new(100);
+        let mut bytes = client_frame(0x81, b"bad \xff utf8 and more", KEY);
+        bytes.extend(client_frame(0x82, &[7; 500], KEY));
+        bytes.extend(client_frame(0x89, b"ping", KEY));
+        bytes.extend(client_frame(0x88, &1000u16.to_be_bytes(), KEY));
+        let mut input = &bytes[..];
+        assert_eq!(d.next_event(&mut input).unwrap_err().code, CloseCode(1007));
+        d.enter_closing();
+        assert_eq!(d.next_event(&mut input).unwrap(), Some(Event::Close(None, "")));
+        // Too big: the header alone fails, and its payload is stepped over.
+        let mut d = Decoder::new(10);
+        let mut bytes = client_frame(0x82, &[1; 300], KEY);
+        bytes.extend(client_frame(0x88, b"", KEY));
+        let mut input = &bytes[..];
+        assert_eq!(d.next_event(&mut input).unwrap_err().code, CloseCode(1009));
+        d.enter_closing();
+        for piece in input.chunks(7) {
+            let mut p = piece;
+            if let Some(event) = d.next_event(&mut p).unwrap() {
+                assert_eq!(event, Event::Close(None, ""));
+                return;
+            }
+        }
+        panic!("close reply not seen");
+    }
+
+    #[test]
+    fn encoder_writes_the_three_length_forms() {
+        for (len, header) in [(5usize, 2usize), (126, 4), (65535, 4), (65536, 10)] {
+            let mut out = Vec::new();
+            encode_frame(&mut out, Opcode::Text, &vec![b'a'; len]);
+            assert_eq!(out.len(), header + len);
+            assert_eq!(out[0], 0x81);
+            assert_eq!(header_len_for(len), header);
+        }
+        let mut out = Vec::new();
+        encode_close(&mut out, 1001, "");
+        assert_eq!(out, vec![0x88, 0x02, 0x03, 0xE9]);
+    }
+}
