@@ -140,7 +140,9 @@ const VALUE_FLAGS: &[&str] = &[
 fn env_name(flag: &str) -> String {
     format!(
         "WSCHAT_{}",
-        flag.trim_start_matches("--").replace('-', "_").to_uppercase()
+        flag.trim_start_matches("--")
+            .replace('-', "_")
+            .to_uppercase()
     )
 }
 
@@ -169,8 +171,11 @@ where
         }
     }
     if let Some(value) = env("WSCHAT_ECHO") {
-        config.echo = parse_bool(&value)
-            .ok_or_else(|| ConfigError(format!("WSCHAT_ECHO: expected 1, true, 0 or false, got {value:?}")))?;
+        config.echo = parse_bool(&value).ok_or_else(|| {
+            ConfigError(format!(
+                "WSCHAT_ECHO: expected 1, true, 0 or false, got {value:?}"
+            ))
+        })?;
     }
     if let Some(value) = env("WSCHAT_PORT") {
         config.port = parse_port(&value, "WSCHAT_PORT")?;
@@ -230,10 +235,11 @@ fn parse_bool(value: &str) -> Option<bool> {
 }
 
 fn parse_port(value: &str, what: &str) -> Result<u16, ConfigError> {
-    value
-        .trim()
-        .parse::<u16>()
-        .map_err(|_| ConfigError(format!("{what}: expected a port number 0-65535, got {value:?}")))
+    value.trim().parse::<u16>().map_err(|_| {
+        ConfigError(format!(
+            "{what}: expected a port number 0-65535, got {value:?}"
+        ))
+    })
 }
 
 fn parse_number(value: &str, what: &str) -> Result<u64, ConfigError> {
@@ -268,9 +274,7 @@ fn apply(config: &mut Config, flag: &str, value: &str, what: &str) -> Result<(),
             config.rate_limit = u32::try_from(parse_number(value, what)?)
                 .map_err(|_| ConfigError(format!("{what}: number too large: {value:?}")))?
         }
-        "--max-connections" => {
-            config.max_connections = to_usize(parse_number(value, what)?, what)?
-        }
+        "--max-connections" => config.max_connections = to_usize(parse_number(value, what)?, what)?,
         "--max-output-bytes" => {
             config.max_output_bytes = to_usize(parse_number(value, what)?, what)?
         }
@@ -352,12 +356,21 @@ mod tests {
         assert_eq!(c.max_connections, 9);
         assert_eq!(c.rate_limit, 3);
         assert!(c.echo);
-        assert_eq!(c.allowed_origins, vec!["https://a.example", "https://b.example"]);
+        assert_eq!(
+            c.allowed_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
     }
 
     #[test]
     fn repeated_origin_flags_accumulate() {
-        let c = run(&["--allowed-origin", "https://X.org", "--allowed-origin", "http://y"]).unwrap();
+        let c = run(&[
+            "--allowed-origin",
+            "https://X.org",
+            "--allowed-origin",
+            "http://y",
+        ])
+        .unwrap();
         assert_eq!(c.allowed_origins, vec!["https://x.org", "http://y"]);
     }
 

@@ -27,7 +27,10 @@ fn main() -> ExitCode {
     let mut server = match wschat::Server::bind(config.clone()) {
         Ok(server) => server,
         Err(e) => {
-            eprintln!("wschat: cannot listen on {}:{}: {e}", config.host, config.port);
+            eprintln!(
+                "wschat: cannot listen on {}:{}: {e}",
+                config.host, config.port
+            );
             return ExitCode::from(1);
         }
     };

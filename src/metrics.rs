@@ -66,7 +66,10 @@ impl Metrics {
     }
 
     fn write(&self, o: &mut String, g: &Gauges) -> std::fmt::Result {
-        writeln!(o, "# HELP wschat_connections_open Open connections by state.")?;
+        writeln!(
+            o,
+            "# HELP wschat_connections_open Open connections by state."
+        )?;
         writeln!(o, "# TYPE wschat_connections_open gauge")?;
         for (state, n) in [
             ("handshake", g.handshake),
@@ -76,32 +79,73 @@ impl Metrics {
         ] {
             writeln!(o, "wschat_connections_open{{state=\"{state}\"}} {n}")?;
         }
-        writeln!(o, "# HELP wschat_connections_accepted_total TCP connections accepted, 503s included.")?;
+        writeln!(
+            o,
+            "# HELP wschat_connections_accepted_total TCP connections accepted, 503s included."
+        )?;
         writeln!(o, "# TYPE wschat_connections_accepted_total counter")?;
-        writeln!(o, "wschat_connections_accepted_total {}", self.accepted_total)?;
-        writeln!(o, "# HELP wschat_connections_rejected_total Connections turned away, by reason.")?;
+        writeln!(
+            o,
+            "wschat_connections_accepted_total {}",
+            self.accepted_total
+        )?;
+        writeln!(
+            o,
+            "# HELP wschat_connections_rejected_total Connections turned away, by reason."
+        )?;
         writeln!(o, "# TYPE wschat_connections_rejected_total counter")?;
         for (reason, n) in REJECT_REASONS.iter().zip(self.rejected) {
-            writeln!(o, "wschat_connections_rejected_total{{reason=\"{reason}\"}} {n}")?;
+            writeln!(
+                o,
+                "wschat_connections_rejected_total{{reason=\"{reason}\"}} {n}"
+            )?;
         }
         for (name, help, values) in [
-            ("wschat_messages_received_total", "Complete WebSocket messages received.", self.messages_received),
-            ("wschat_messages_sent_total", "WebSocket messages queued to clients.", self.messages_sent),
+            (
+                "wschat_messages_received_total",
+                "Complete WebSocket messages received.",
+                self.messages_received,
+            ),
+            (
+                "wschat_messages_sent_total",
+                "WebSocket messages queued to clients.",
+                self.messages_sent,
+            ),
         ] {
             writeln!(o, "# HELP {name} {help}")?;
             writeln!(o, "# TYPE {name} counter")?;
-            writeln!(o, "{name}{{app=\"chat\"}} {}", values[AppLabel::Chat as usize])?;
-            writeln!(o, "{name}{{app=\"echo\"}} {}", values[AppLabel::Echo as usize])?;
+            writeln!(
+                o,
+                "{name}{{app=\"chat\"}} {}",
+                values[AppLabel::Chat as usize]
+            )?;
+            writeln!(
+                o,
+                "{name}{{app=\"echo\"}} {}",
+                values[AppLabel::Echo as usize]
+            )?;
         }
         for (name, help, value) in [
-            ("wschat_bytes_received_total", "Bytes read from sockets.", self.bytes_received),
-            ("wschat_bytes_sent_total", "Bytes written to sockets.", self.bytes_sent),
+            (
+                "wschat_bytes_received_total",
+                "Bytes read from sockets.",
+                self.bytes_received,
+            ),
+            (
+                "wschat_bytes_sent_total",
+                "Bytes written to sockets.",
+                self.bytes_sent,
+            ),
             (
                 "wschat_slow_consumers_dropped_total",
                 "Connections closed with 1008 for unread output over the cap.",
                 self.slow_consumers_dropped,
             ),
-            ("wschat_rate_limited_total", "Chat messages refused with rate_limited.", g.rate_limited_total),
+            (
+                "wschat_rate_limited_total",
+                "Chat messages refused with rate_limited.",
+                g.rate_limited_total,
+            ),
         ] {
             writeln!(o, "# HELP {name} {help}")?;
             writeln!(o, "# TYPE {name} counter")?;
@@ -117,10 +161,16 @@ impl Metrics {
         for (code, n) in &self.closes {
             writeln!(o, "wschat_closes_total{{code=\"{code}\"}} {n}")?;
         }
-        writeln!(o, "# HELP wschat_users_named Connections holding a chat name.")?;
+        writeln!(
+            o,
+            "# HELP wschat_users_named Connections holding a chat name."
+        )?;
         writeln!(o, "# TYPE wschat_users_named gauge")?;
         writeln!(o, "wschat_users_named {}", g.users_named)?;
-        writeln!(o, "# HELP wschat_fd_capacity File descriptors this process may open.")?;
+        writeln!(
+            o,
+            "# HELP wschat_fd_capacity File descriptors this process may open."
+        )?;
         writeln!(o, "# TYPE wschat_fd_capacity gauge")?;
         writeln!(o, "wschat_fd_capacity {}", g.fd_capacity)?;
         Ok(())
@@ -133,8 +183,10 @@ mod tests {
 
     #[test]
     fn renders_every_contract_name() {
-        let mut m = Metrics::default();
-        m.accepted_total = 3;
+        let mut m = Metrics {
+            accepted_total: 3,
+            ..Metrics::default()
+        };
         m.rejected("origin");
         m.close_sent(4000);
         m.close_sent(1000);

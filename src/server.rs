@@ -152,7 +152,10 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let index_html = INDEX_HTML
-            .replace("__WSCHAT_MAX_CHAT_CHARS__", &config.max_chat_chars.to_string())
+            .replace(
+                "__WSCHAT_MAX_CHAT_CHARS__",
+                &config.max_chat_chars.to_string(),
+            )
             .replace("__WSCHAT_RATE_LIMIT__", &config.rate_limit.to_string())
             .into_bytes();
         Ok(Server {
@@ -207,7 +210,10 @@ impl Server {
         let (read_end, write_end) = std::os::unix::net::UnixStream::pair()?;
         read_end.set_nonblocking(true)?;
         write_end.set_nonblocking(true)?;
-        signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write_end.try_clone()?)?;
+        signal_hook::low_level::pipe::register(
+            signal_hook::consts::SIGTERM,
+            write_end.try_clone()?,
+        )?;
         signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write_end)?;
         let mut read_end = UnixStream::from_std(read_end);
         self.poll
@@ -356,7 +362,8 @@ impl Server {
         if self.door_rejects.len() >= MAX_DOOR_REJECTS {
             self.door_rejects.pop_front();
         }
-        self.door_rejects.push_back((socket, self.now + DOOR_LINGER));
+        self.door_rejects
+            .push_back((socket, self.now + DOOR_LINGER));
     }
 
     // ----- reading ---------------------------------------------------------
@@ -364,10 +371,7 @@ impl Server {
     fn read_ready(&mut self, t: usize) {
         let mut buffer = std::mem::take(&mut self.read_buffer);
         let mut budget = READ_BUDGET;
-        loop {
-            let Some(slot) = self.conns.get_mut(t) else {
-                break;
-            };
+        while let Some(slot) = self.conns.get_mut(t) {
             if slot.conn.eof_seen {
                 break;
             }
@@ -422,7 +426,9 @@ impl Server {
             // The peer may have shut only its write side: finish the
             // response, then close (see flush_dirty).
             Phase::Finishing => {}
-            Phase::AwaitingHandshake { .. } => self.drop_connection(t, "closed before the handshake"),
+            Phase::AwaitingHandshake { .. } => {
+                self.drop_connection(t, "closed before the handshake")
+            }
             Phase::Open => self.drop_connection(t, "connection dropped by peer"),
             Phase::Closing { .. } | Phase::Lingering => {
                 let reason = slot.conn.close_reason.take();
@@ -496,7 +502,14 @@ impl Server {
                 200
             }
             "/healthz" => {
-                http::write_response(&mut out, 200, "text/plain; charset=utf-8", &[], b"ok\n", head_only);
+                http::write_response(
+                    &mut out,
+                    200,
+                    "text/plain; charset=utf-8",
+                    &[],
+                    b"ok\n",
+                    head_only,
+                );
                 200
             }
             "/metrics" => {
@@ -517,7 +530,10 @@ impl Server {
             }
         };
         if let Some(slot) = self.conns.get_mut(t) {
-            debug!("{} {} {} from {}", request.method, request.path, status, slot.conn.peer);
+            debug!(
+                "{} {} {} from {}",
+                request.method, request.path, status, slot.conn.peer
+            );
         }
         self.finish_with(t, &out, "plain HTTP");
     }
@@ -700,7 +716,14 @@ impl Server {
         let Some(slot) = self.conns.get_mut(t) else {
             return false;
         };
-        queue_on(t, slot, bytes, self.config.max_output_bytes, &mut self.dirty, &mut self.slow)
+        queue_on(
+            t,
+            slot,
+            bytes,
+            self.config.max_output_bytes,
+            &mut self.dirty,
+            &mut self.slow,
+        )
     }
 
     fn mark_dirty(&mut self, t: usize) {
@@ -822,10 +845,10 @@ impl Server {
             } else {
                 Interest::READABLE
             };
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut slot.conn.socket, Token(t), interest)
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .reregister(&mut slot.conn.socket, Token(t), interest)
             {
                 self.drop_connection(t, &format!("reregister failed: {e}"));
                 return;
@@ -1083,7 +1106,10 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 
 fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
     (host, port).to_socket_addrs()?.next().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("cannot resolve {host}"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot resolve {host}"),
+        )
     })
 }
 

@@ -249,15 +249,13 @@ impl Chat {
                     return Err(reject("bad_request", "the message is empty"));
                 }
                 // 8. The recipient.
-                let recipient = match &toname {
-                    Some(to) => Some(
-                        *self
-                            .names
-                            .get(&to.to_lowercase())
-                            .ok_or_else(|| reject("unknown_user", format!("nobody is called {to}")))?,
-                    ),
-                    None => None,
-                };
+                let recipient =
+                    match &toname {
+                        Some(to) => Some(*self.names.get(&to.to_lowercase()).ok_or_else(|| {
+                            reject("unknown_user", format!("nobody is called {to}"))
+                        })?),
+                        None => None,
+                    };
                 // Accepted: everything below takes effect.
                 self.apply(room, slot, color, name);
                 self.deliver(room, slot, message, recipient);
@@ -277,17 +275,22 @@ impl Chat {
             ));
         }
         match self.names.get(&name.to_lowercase()) {
-            Some(&holder) if holder != slot => Err(reject(
-                "name_taken",
-                format!("the name {name} is in use"),
-            )),
+            Some(&holder) if holder != slot => {
+                Err(reject("name_taken", format!("the name {name} is in use")))
+            }
             _ => Ok(name.to_string()),
         }
     }
 
     /// Applies an accepted message's colour and name claim, announcing a
     /// join or rename before anything else the message causes.
-    fn apply(&mut self, room: &mut impl Room, slot: usize, color: Option<[u8; 6]>, name: Option<String>) {
+    fn apply(
+        &mut self,
+        room: &mut impl Room,
+        slot: usize,
+        color: Option<[u8; 6]>,
+        name: Option<String>,
+    ) {
         let Some(peer) = room.peer(slot) else {
             return;
         };
@@ -315,7 +318,13 @@ impl Chat {
     }
 
     /// Sends an accepted chat line to everyone, or privately.
-    fn deliver(&mut self, room: &mut impl Room, slot: usize, message: &str, recipient: Option<usize>) {
+    fn deliver(
+        &mut self,
+        room: &mut impl Room,
+        slot: usize,
+        message: &str,
+        recipient: Option<usize>,
+    ) {
         let ts = unix_millis();
         let to_name: Option<Box<str>> = match recipient {
             Some(r) => match room.peer(r).and_then(|p| p.name.clone()) {
@@ -328,9 +337,14 @@ impl Chat {
             return;
         };
         let name = peer.name.clone().unwrap_or_default();
-        let color = *peer.color_str().as_bytes().first_chunk::<6>().unwrap_or(b"000000");
+        let color = *peer
+            .color_str()
+            .as_bytes()
+            .first_chunk::<6>()
+            .unwrap_or(b"000000");
         self.json.clear();
-        self.json.extend_from_slice(b"{\"type\":\"usermsg\",\"name\":");
+        self.json
+            .extend_from_slice(b"{\"type\":\"usermsg\",\"name\":");
         push_json_str(&mut self.json, &name);
         self.json.extend_from_slice(b",\"message\":");
         push_json_str(&mut self.json, message);
@@ -387,7 +401,8 @@ impl Chat {
 
     fn build_system(&mut self, event: &str, name: &str, from: Option<&str>, message: &str) {
         self.json.clear();
-        self.json.extend_from_slice(b"{\"type\":\"system\",\"event\":");
+        self.json
+            .extend_from_slice(b"{\"type\":\"system\",\"event\":");
         push_json_str(&mut self.json, event);
         self.json.extend_from_slice(b",\"name\":");
         push_json_str(&mut self.json, name);
@@ -403,7 +418,8 @@ impl Chat {
 
     fn build_error(&mut self, rejection: &Rejection) {
         self.json.clear();
-        self.json.extend_from_slice(b"{\"type\":\"error\",\"code\":");
+        self.json
+            .extend_from_slice(b"{\"type\":\"error\",\"code\":");
         push_json_str(&mut self.json, rejection.code);
         self.json.extend_from_slice(b",\"message\":");
         push_json_str(&mut self.json, &rejection.message);
@@ -569,7 +585,8 @@ mod tests {
             self.chat.on_open(&mut self.room, slot);
         }
         fn say(&mut self, slot: usize, text: &str) {
-            self.chat.on_message(&mut self.room, slot, text.as_bytes(), self.now);
+            self.chat
+                .on_message(&mut self.room, slot, text.as_bytes(), self.now);
         }
         fn take(&mut self, slot: usize) -> Vec<Value> {
             self.room.inbox.remove(&slot).unwrap_or_default()
@@ -604,13 +621,19 @@ mod tests {
             (r#"{"name":"","message":5}"#, "bad_request"),
             (r#"{"name":"  ","message":"x"}"#, "invalid_name"),
             (r#"{"name":"a\u0007","message":"x"}"#, "invalid_name"),
-            (r#"{"name":"123456789012345678901234567890123","message":"x"}"#, "invalid_name"),
+            (
+                r#"{"name":"123456789012345678901234567890123","message":"x"}"#,
+                "invalid_name",
+            ),
             (r#"{"name":"BOB","message":"x"}"#, "name_taken"),
             (r#"{"message":"x"}"#, "not_joined"),
             (r#"{"message":"x","toname":"bob"}"#, "not_joined"),
             (r#"{"name":"al","message":"12345678901"}"#, "too_long"),
             (r#"{"name":"al","message":"   "}"#, "bad_request"),
-            (r#"{"name":"al","message":"x","toname":"carol"}"#, "unknown_user"),
+            (
+                r#"{"name":"al","message":"x","toname":"carol"}"#,
+                "unknown_user",
+            ),
         ];
         for (text, code) in cases {
             f.say(1, text);
@@ -626,8 +649,14 @@ mod tests {
     fn thirty_two_characters_is_a_valid_name() {
         let mut f = Fixture::new(0);
         f.open(1);
-        f.say(1, r#"{"type":"join","name":"  12345678901234567890123456789ü12  "}"#);
-        assert_eq!(f.room.peers[&1].name.as_deref(), Some("12345678901234567890123456789ü12"));
+        f.say(
+            1,
+            r#"{"type":"join","name":"  12345678901234567890123456789ü12  "}"#,
+        );
+        assert_eq!(
+            f.room.peers[&1].name.as_deref(),
+            Some("12345678901234567890123456789ü12")
+        );
     }
 
     #[test]
@@ -637,7 +666,10 @@ mod tests {
         f.open(2);
         f.take(1);
         f.take(2);
-        f.say(1, r##"{"name":"alice","message":" hello ","color":"#ff7000"}"##);
+        f.say(
+            1,
+            r##"{"name":"alice","message":" hello ","color":"#ff7000"}"##,
+        );
         let seen = f.take(2);
         assert_eq!(seen[0]["event"], "join");
         assert_eq!(seen[0]["message"], "alice joined");
@@ -692,7 +724,10 @@ mod tests {
         f.open(2);
         let hello = f.take(2);
         assert_eq!(hello[0]["type"], "users");
-        assert_eq!(hello[0]["users"], serde_json::json!([{"name":"alice","color":"00AA00"}]));
+        assert_eq!(
+            hello[0]["users"],
+            serde_json::json!([{"name":"alice","color":"00AA00"}])
+        );
         f.say(2, r#"{"type":"users"}"#);
         assert_eq!(f.take(2)[0]["users"].as_array().unwrap().len(), 1);
     }
@@ -742,7 +777,13 @@ mod tests {
     fn colours() {
         assert_eq!(parse_color(&Value::from("#a1b2c3")), Some(*b"A1B2C3"));
         assert_eq!(parse_color(&Value::from("A1B2C3")), Some(*b"A1B2C3"));
-        for bad in [Value::from("#a1b2c"), Value::from("ggggggg"), Value::from("##a1b2c3"), Value::Null, Value::from(5)] {
+        for bad in [
+            Value::from("#a1b2c"),
+            Value::from("ggggggg"),
+            Value::from("##a1b2c3"),
+            Value::Null,
+            Value::from(5),
+        ] {
             assert_eq!(parse_color(&bad), None, "{bad}");
         }
     }

@@ -383,10 +383,14 @@ impl Decoder {
         }
         match header.opcode {
             Opcode::Continuation if self.message_opcode.is_none() => {
-                return Err(FrameError::protocol("continuation without a started message"));
+                return Err(FrameError::protocol(
+                    "continuation without a started message",
+                ));
             }
             Opcode::Text | Opcode::Binary if self.message_opcode.is_some() => {
-                return Err(FrameError::protocol("new data frame inside a fragmented message"));
+                return Err(FrameError::protocol(
+                    "new data frame inside a fragmented message",
+                ));
             }
             Opcode::Text | Opcode::Binary => {
                 self.message_opcode = Some(header.opcode);
@@ -544,7 +548,9 @@ mod tests {
     #[test]
     fn rfc_single_frame_masked_text() {
         // RFC 6455 section 5.7.
-        let bytes = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let bytes = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         for step in 1..=bytes.len() {
             assert_eq!(
                 decode(&bytes, step, 100).unwrap(),
@@ -586,7 +592,10 @@ mod tests {
         let mut bytes = client_frame(0x01, &euro[..1], KEY);
         bytes.extend(client_frame(0x00, &euro[1..2], KEY));
         bytes.extend(client_frame(0x80, &euro[2..], KEY));
-        assert_eq!(decode(&bytes, 2, 100).unwrap(), vec![Owned::Text("€".into())]);
+        assert_eq!(
+            decode(&bytes, 2, 100).unwrap(),
+            vec![Owned::Text("€".into())]
+        );
     }
 
     #[test]
@@ -611,9 +620,15 @@ mod tests {
             ("big ping", client_frame(0x89, &[0; 126], KEY)),
             ("lone continuation", client_frame(0x80, b"a", KEY)),
             ("close 1 byte", client_frame(0x88, &[3], KEY)),
-            ("close 1005", client_frame(0x88, &1005u16.to_be_bytes(), KEY)),
+            (
+                "close 1005",
+                client_frame(0x88, &1005u16.to_be_bytes(), KEY),
+            ),
             ("close 999", client_frame(0x88, &999u16.to_be_bytes(), KEY)),
-            ("close 5000", client_frame(0x88, &5000u16.to_be_bytes(), KEY)),
+            (
+                "close 5000",
+                client_frame(0x88, &5000u16.to_be_bytes(), KEY),
+            ),
             ("text in text", {
                 let mut b = client_frame(0x01, b"a", KEY);
                 b.extend(client_frame(0x81, b"b", KEY));
@@ -645,7 +660,9 @@ mod tests {
         let mut bad_reason = 1000u16.to_be_bytes().to_vec();
         bad_reason.push(0xff);
         assert_eq!(
-            decode(&client_frame(0x88, &bad_reason, KEY), 3, 10).unwrap_err().code,
+            decode(&client_frame(0x88, &bad_reason, KEY), 3, 10)
+                .unwrap_err()
+                .code,
             CloseCode(1007)
         );
     }
@@ -656,7 +673,10 @@ mod tests {
         let mut header = vec![0x82, 0x80 | 127];
         header.extend_from_slice(&(1u64 << 20).to_be_bytes());
         header.extend_from_slice(&KEY);
-        assert_eq!(decode(&header, 100, 65536).unwrap_err().code, CloseCode(1009));
+        assert_eq!(
+            decode(&header, 100, 65536).unwrap_err().code,
+            CloseCode(1009)
+        );
         // Fragments adding up past the limit.
         let mut bytes = client_frame(0x02, &[0; 60], KEY);
         bytes.extend(client_frame(0x80, &[0; 41], KEY));
@@ -687,7 +707,10 @@ mod tests {
         let mut input = &bytes[..];
         assert_eq!(d.next_event(&mut input).unwrap_err().code, CloseCode(1007));
         d.enter_closing();
-        assert_eq!(d.next_event(&mut input).unwrap(), Some(Event::Close(None, "")));
+        assert_eq!(
+            d.next_event(&mut input).unwrap(),
+            Some(Event::Close(None, ""))
+        );
         // Too big: the header alone fails, and its payload is stepped over.
         let mut d = Decoder::new(10);
         let mut bytes = client_frame(0x82, &[1; 300], KEY);

@@ -68,12 +68,10 @@ pub fn decide(request: &Request<'_>, allowed_origins: &[String]) -> Decision {
     if !is_get && request.method != "HEAD" {
         return Decision::Reject(Rejection::Method);
     }
-    let attempt =
-        is_get && (request.header("Upgrade").is_some() || request.header("Sec-WebSocket-Key").is_some());
+    let attempt = is_get
+        && (request.header("Upgrade").is_some() || request.header("Sec-WebSocket-Key").is_some());
     if !attempt {
-        return Decision::Plain {
-            head_only: !is_get,
-        };
+        return Decision::Plain { head_only: !is_get };
     }
     let key = request.header("Sec-WebSocket-Key").unwrap_or_default();
     if request.version < (1, 1)
@@ -89,7 +87,9 @@ pub fn decide(request: &Request<'_>, allowed_origins: &[String]) -> Decision {
     }
     if let Some(origin) = request.header("Origin")
         && !allowed_origins.is_empty()
-        && !allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+        && !allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
     {
         return Decision::Reject(Rejection::Origin);
     }
@@ -142,7 +142,10 @@ mod tests {
 
     #[test]
     fn rfc_sample_key() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert_eq!(
             decide_text(GOOD, &[]),
             Decision::Upgrade {
@@ -183,7 +186,11 @@ mod tests {
             GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
         ];
         for head in cases {
-            assert_eq!(decide_text(&head, &[]), Decision::Reject(Rejection::BadRequest), "{head}");
+            assert_eq!(
+                decide_text(&head, &[]),
+                Decision::Reject(Rejection::BadRequest),
+                "{head}"
+            );
         }
     }
 
@@ -192,7 +199,10 @@ mod tests {
         let v8 = GOOD.replace("Version: 13", "Version: 8");
         assert_eq!(decide_text(&v8, &[]), Decision::Reject(Rejection::Version));
         let none = GOOD.replace("Sec-WebSocket-Version: 13\r\n", "");
-        assert_eq!(decide_text(&none, &[]), Decision::Reject(Rejection::Version));
+        assert_eq!(
+            decide_text(&none, &[]),
+            Decision::Reject(Rejection::Version)
+        );
         let with_origin = format!("{GOOD}Origin: https://Evil.example\r\n");
         assert_eq!(
             decide_text(&with_origin, &["https://good.example"]),
@@ -203,7 +213,10 @@ mod tests {
             Decision::Upgrade { .. }
         ));
         // No Origin header: a non-browser client, allowed.
-        assert!(matches!(decide_text(GOOD, &["https://good.example"]), Decision::Upgrade { .. }));
+        assert!(matches!(
+            decide_text(GOOD, &["https://good.example"]),
+            Decision::Upgrade { .. }
+        ));
     }
 
     #[test]

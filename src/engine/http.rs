@@ -59,8 +59,14 @@ impl<'a> Request<'a> {
             if line.is_empty() {
                 continue;
             }
-            let (name, value) = line.split_once(':').ok_or(HttpError("header without colon"))?;
-            if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            let (name, value) = line
+                .split_once(':')
+                .ok_or(HttpError("header without colon"))?;
+            if name.is_empty()
+                || name
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
                 return Err(HttpError("malformed header name"));
             }
             if headers.len() == MAX_HEADERS {
@@ -154,7 +160,12 @@ pub fn write_response(
 }
 
 /// A short plain-text error response.
-pub fn write_error(out: &mut Vec<u8>, status: u16, extra_headers: &[(&str, &str)], head_only: bool) {
+pub fn write_error(
+    out: &mut Vec<u8>,
+    status: u16,
+    extra_headers: &[(&str, &str)],
+    head_only: bool,
+) {
     let body = format!("{status} {}\n", reason_phrase(status));
     write_response(
         out,
@@ -199,9 +210,10 @@ mod tests {
 
     #[test]
     fn repeated_headers_are_all_searched() {
-        let req =
-            Request::parse(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: upgrade\r\n\r\n")
-                .unwrap();
+        let req = Request::parse(
+            b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: upgrade\r\n\r\n",
+        )
+        .unwrap();
         assert!(req.has_token("Connection", "Upgrade"));
     }
 
@@ -218,7 +230,11 @@ mod tests {
             b"G\xffT / HTTP/1.1\r\n\r\n",
             b"G-T / HTTP/1.1\r\n\r\n",
         ] {
-            assert!(Request::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                Request::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -236,6 +252,8 @@ mod tests {
         let mut head = Vec::new();
         write_response(&mut head, 200, "text/plain", &[], b"ok\n", true);
         assert!(get.ends_with(b"\r\n\r\nok\n"));
-        assert!(head.ends_with(b"Content-Length: 3\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"));
+        assert!(head.ends_with(
+            b"Content-Length: 3\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+        ));
     }
 }

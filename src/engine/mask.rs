@@ -25,7 +25,11 @@ pub fn unmask(data: &mut [u8], key: [u8; 4], offset: usize) {
         chunk.copy_from_slice(&value.to_ne_bytes());
     }
     // Each chunk above is 8 bytes, a multiple of 4, so the tail starts at key index 0.
-    for (byte, k) in chunks.into_remainder().iter_mut().zip(rotated.iter().cycle()) {
+    for (byte, k) in chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(rotated.iter().cycle())
+    {
         *byte ^= k;
     }
 }

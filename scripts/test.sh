@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and integration tests, the start/stop
+# scripts, then the browser tests in headless Chromium (scripts/test-e2e.sh).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+echo "== cargo test"
+cargo test --all-targets
+
+echo "== scripts"
+scripts/test-scripts.sh
+
+echo "== browser tests"
+scripts/test-e2e.sh

@@ -1,0 +1,813 @@
+//! `fanout`: C clients join the chat; S of them send chat messages on a fixed
+//! open-loop schedule; every client receives every broadcast and checks it.
+//!
+//! Each message text is `<sender>:<seq>:<send_ns>:<padding>`, where
+//! `send_ns` is the *scheduled* send time on the generator's monotonic clock.
+//! Measuring from the schedule rather than from the moment the bytes left
+//! keeps the numbers honest when anything falls behind (no "coordinated
+//! omission"): a late send is a late delivery. Every receiver tracks the last
+//! sequence number per sender, so loss shows as gaps and misordering as
+//! reorders, independently of the delivery count.
+//!
+//! A run is one or more *steps* on one set of connections: warm-up (sent,
+//! not counted), the measured window, a drain that waits for late
+//! deliveries, and, between ramp steps, a settle that waits until the server
+//! has gone quiet so a failed step's backlog does not leak into the next.
+
+use crate::args::Opts;
+use crate::conn::{Conn, ConnError, Incoming, State};
+use crate::report::Row;
+use crate::stats::{Histogram, ms};
+use crate::sys::CpuMeter;
+use crate::ws;
+use mio::{Events, Poll, Token};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Criteria for "sustained" (the issue's definition).
+const MIN_DELIVERY_PCT: f64 = 99.9;
+const MAX_P99_MS: f64 = 100.0;
+/// The generator calls itself the bottleneck above this share of its core...
+const BENCH_CPU_LIMIT: f64 = 90.0;
+/// ...or when its sends leave this much later than scheduled (p99).
+const SEND_LAG_LIMIT_MS: f64 = 10.0;
+
+/// Counters for one step. Messages scheduled before `measure_from_ns` (the
+/// warm-up, or an earlier step) update sequence tracking but nothing else.
+#[derive(Default)]
+struct Step {
+    measure_from_ns: u64,
+    end_ns: u64,
+    /// Messages sent in the measured window.
+    sent: u64,
+    /// Receptions of measured messages (each message counts once per client).
+    delivered: u64,
+    /// Bench frames of any step received inside the measured window.
+    frames_in_window: u64,
+    gaps: u64,
+    reorders: u64,
+    latency: Histogram,
+    /// How late sends were enqueued against their schedule.
+    lag: Histogram,
+    disconnects: u64,
+    server_errors: u64,
+    /// The most bytes a sender had queued that the server had not read yet
+    /// (server-side backpressure, not the generator's doing).
+    max_unsent: usize,
+}
+
+/// Everything the receive path updates, apart from the connections, so the
+/// read callback can borrow it while a connection is borrowed too.
+struct Rx {
+    senders: usize,
+    names: Vec<String>,
+    joined: Vec<bool>,
+    joined_count: usize,
+    /// Last sequence number seen, per receiver and sender (row = receiver).
+    last_seq: Vec<u32>,
+    step: Step,
+    /// Error kinds (connection failures, server `error` codes) and counts.
+    errors: BTreeMap<String, u64>,
+    /// Frames that were neither ours nor chat bookkeeping.
+    unexpected: u64,
+    last_frame: Instant,
+}
+
+pub struct Session<'a> {
+    o: &'a Opts,
+    poll: Poll,
+    events: Events,
+    conns: Vec<Conn>,
+    alive: Vec<bool>,
+    join_sent: Vec<bool>,
+    rx: Rx,
+    scratch: Vec<u8>,
+    /// Next sequence number per sender.
+    next_seq: Vec<u32>,
+    epoch: Instant,
+    /// Reused message buffer.
+    msg: Vec<u8>,
+    dirty: Vec<usize>,
+    is_dirty: Vec<bool>,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    // Only candidates that start with the needle's first byte (a quote) are
+    // compared: a chat frame has a few dozen.
+    let first = *needle.first()?;
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        let off = hay[i..hay.len() + 1 - needle.len()]
+            .iter()
+            .position(|&b| b == first)?;
+        i += off;
+        if hay[i..].starts_with(needle) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Parses `<digits>:` from the front; returns the number and the rest.
+fn number(s: &[u8]) -> Option<(u64, &[u8])> {
+    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 19 || s.get(n) != Some(&b':') {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in &s[..n] {
+        v = v * 10 + u64::from(b - b'0');
+    }
+    Some((v, &s[n + 1..]))
+}
+
+/// `<sender>:<seq>:<send_ns>:` at the start of a message text.
+fn parse_text(text: &[u8]) -> Option<(usize, u32, u64)> {
+    let (sender, rest) = number(text)?;
+    let (seq, rest) = number(rest)?;
+    let (sent, _) = number(rest)?;
+    Some((
+        usize::try_from(sender).ok()?,
+        u32::try_from(seq).ok()?,
+        sent,
+    ))
+}
+
+/// The fast path: finds the `"message":"` field of a compact JSON frame.
+fn parse_bench_frame(payload: &[u8]) -> Option<(usize, u32, u64)> {
+    const NEEDLE: &[u8] = b"\"message\":\"";
+    let at = find(payload, NEEDLE)?;
+    parse_text(&payload[at + NEEDLE.len()..])
+}
+
+impl Rx {
+    fn on_message(&mut self, r: usize, payload: &[u8], now_ns: u64) {
+        self.last_frame = Instant::now();
+        if let Some((s, seq, sent)) = parse_bench_frame(payload) {
+            self.on_bench(r, s, seq, sent, now_ns);
+            return;
+        }
+        // The slow path: any other frame, or a server whose JSON is laid out
+        // differently (spaces, escapes).
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            self.unexpected += 1;
+            return;
+        };
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str());
+        match field("type") {
+            Some("usermsg") => match field("message").and_then(|m| parse_text(m.as_bytes())) {
+                Some((s, seq, sent)) => self.on_bench(r, s, seq, sent, now_ns),
+                None => self.unexpected += 1,
+            },
+            Some("system") => {
+                if field("event") == Some("join")
+                    && field("name") == Some(self.names[r].as_str())
+                    && !self.joined[r]
+                {
+                    self.joined[r] = true;
+                    self.joined_count += 1;
+                }
+            }
+            Some("users") => {}
+            Some("error") => {
+                let code = field("code").unwrap_or("?");
+                *self
+                    .errors
+                    .entry(format!("server error {code}"))
+                    .or_default() += 1;
+                self.step.server_errors += 1;
+            }
+            _ => self.unexpected += 1,
+        }
+    }
+
+    fn on_bench(&mut self, r: usize, s: usize, seq: u32, sent_ns: u64, now_ns: u64) {
+        if s >= self.senders {
+            self.unexpected += 1;
+            return;
+        }
+        let slot = &mut self.last_seq[r * self.senders + s];
+        let st = &mut self.step;
+        if seq > *slot {
+            st.gaps += u64::from(seq - *slot - 1);
+            *slot = seq;
+        } else {
+            st.reorders += 1;
+        }
+        if now_ns >= st.measure_from_ns && now_ns < st.end_ns {
+            st.frames_in_window += 1;
+        }
+        if sent_ns >= st.measure_from_ns {
+            st.delivered += 1;
+            st.latency.record(now_ns.saturating_sub(sent_ns));
+        }
+    }
+}
+
+/// The outcome of one step, for the ramp.
+pub struct StepResult {
+    pub row: Row,
+    pub sustained: bool,
+    pub generator_limited: bool,
+}
+
+impl<'a> Session<'a> {
+    /// Connects `o.clients` clients and joins each with a name; returns when
+    /// every client has seen its own join event.
+    pub fn open(o: &'a Opts, generation: u32) -> Result<Session<'a>, String> {
+        let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+        let names = (0..o.clients)
+            .map(|i| {
+                if generation == 0 {
+                    format!("{}{i}", o.name_prefix)
+                } else {
+                    format!("{}{i}g{generation}", o.name_prefix)
+                }
+            })
+            .collect();
+        let mut s = Session {
+            o,
+            poll,
+            events: Events::with_capacity(1024),
+            conns: Vec::with_capacity(o.clients),
+            alive: Vec::with_capacity(o.clients),
+            join_sent: vec![false; o.clients],
+            rx: Rx {
+                senders: o.senders,
+                names,
+                joined: vec![false; o.clients],
+                joined_count: 0,
+                last_seq: vec![0; o.clients * o.senders],
+                step: Step {
+                    measure_from_ns: u64::MAX,
+                    end_ns: 0,
+                    ..Step::default()
+                },
+                errors: BTreeMap::new(),
+                unexpected: 0,
+                last_frame: Instant::now(),
+            },
+            scratch: vec![0; 256 * 1024],
+            next_seq: vec![0; o.senders],
+            epoch: Instant::now(),
+            msg: Vec::with_capacity(o.size + 64),
+            dirty: Vec::new(),
+            is_dirty: vec![false; o.senders],
+        };
+        let deadline = Instant::now() + Duration::from_secs_f64(o.setup_timeout);
+        while s.rx.joined_count < o.clients {
+            // Keep at most `concurrency` connections between connect and join.
+            while s.conns.len() < o.clients && s.conns.len() - s.rx.joined_count < o.concurrency {
+                let i = s.conns.len();
+                let c = Conn::connect(
+                    s.poll.registry(),
+                    Token(i),
+                    o.target,
+                    None,
+                    &o.path,
+                    i as u64 + 1,
+                )
+                .map_err(|e| format!("connect {}: {e}", o.target))?;
+                s.conns.push(c);
+                s.alive.push(true);
+            }
+            s.poll_once(Duration::from_millis(20))?;
+            let dead = s.alive.iter().filter(|a| !**a).count();
+            if dead > 0 {
+                return Err(format!(
+                    "{dead} client(s) failed while joining: {}",
+                    s.error_summary()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "setup timed out after {:.0} s: {} of {} clients joined",
+                    o.setup_timeout, s.rx.joined_count, o.clients
+                ));
+            }
+        }
+        s.settle(Duration::from_millis(300), Duration::from_secs(5))?;
+        Ok(s)
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn error_summary(&self) -> String {
+        if self.rx.errors.is_empty() {
+            return "none".into();
+        }
+        self.rx
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k} x{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn mark_dead(&mut self, i: usize, e: ConnError) {
+        if !self.alive[i] {
+            return;
+        }
+        self.alive[i] = false;
+        let _ = self.poll.registry().deregister(&mut self.conns[i].stream);
+        self.conns[i].state = State::Closed;
+        *self.rx.errors.entry(e.kind()).or_default() += 1;
+        self.rx.step.disconnects += 1;
+    }
+
+    /// Waits up to `timeout` for readiness and handles every event.
+    fn poll_once(&mut self, timeout: Duration) -> Result<(), String> {
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(());
+            }
+            return Err(format!("poll: {e}"));
+        }
+        let tokens: Vec<(usize, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token().0,
+                    e.is_readable() || e.is_read_closed(),
+                    e.is_writable(),
+                )
+            })
+            .collect();
+        for (i, readable, writable) in tokens {
+            if i >= self.conns.len() || !self.alive[i] {
+                continue;
+            }
+            if writable && let Err(e) = self.conns[i].on_writable() {
+                self.mark_dead(i, e);
+                continue;
+            }
+            if readable {
+                let now = self.now_ns();
+                let Session {
+                    conns, rx, scratch, ..
+                } = self;
+                let res = conns[i].on_readable(scratch, |inc| match inc {
+                    Incoming::Open => {}
+                    Incoming::Message(ws::OP_TEXT, p) => rx.on_message(i, p, now),
+                    Incoming::Message(_, _) => rx.unexpected += 1,
+                });
+                if let Err(e) = res {
+                    self.mark_dead(i, e);
+                    continue;
+                }
+            }
+            if self.conns[i].is_open() && !self.join_sent[i] {
+                self.join_sent[i] = true;
+                let join =
+                    serde_json::json!({"type": "join", "name": self.rx.names[i]}).to_string();
+                self.conns[i].queue_text(join.as_bytes());
+                if let Err(e) = self.conns[i].flush() {
+                    self.mark_dead(i, e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the loop until no frame has arrived for `quiet`, at most `max`.
+    fn settle(&mut self, quiet: Duration, max: Duration) -> Result<(), String> {
+        let until = Instant::now() + max;
+        self.rx.last_frame = Instant::now();
+        while self.rx.last_frame.elapsed() < quiet && Instant::now() < until {
+            self.poll_once(Duration::from_millis(20))?;
+        }
+        Ok(())
+    }
+
+    pub fn alive_count(&self) -> usize {
+        self.alive.iter().filter(|a| **a).count()
+    }
+
+    /// Queues message `k` of the schedule (sender `k % S`) with its
+    /// scheduled time; returns false when that sender is gone.
+    fn queue_message(&mut self, sender: usize, scheduled_ns: u64) -> bool {
+        if !self.alive[sender] {
+            return false;
+        }
+        self.next_seq[sender] += 1;
+        let seq = self.next_seq[sender];
+        self.msg.clear();
+        let name = &self.rx.names[sender];
+        let head = format!("{sender}:{seq}:{scheduled_ns}:");
+        self.msg.extend_from_slice(b"{\"name\":\"");
+        self.msg.extend_from_slice(name.as_bytes());
+        self.msg.extend_from_slice(b"\",\"message\":\"");
+        self.msg.extend_from_slice(head.as_bytes());
+        let pad = self.o.size.saturating_sub(head.len());
+        self.msg.extend(std::iter::repeat_n(b'x', pad));
+        self.msg.extend_from_slice(b"\"}");
+        let Session { conns, msg, .. } = self;
+        conns[sender].queue_text(msg);
+        if !self.is_dirty[sender] {
+            self.is_dirty[sender] = true;
+            self.dirty.push(sender);
+        }
+        true
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            self.is_dirty[i] = false;
+            if self.alive[i] {
+                match self.conns[i].flush() {
+                    Ok(()) => {
+                        self.rx.step.max_unsent =
+                            self.rx.step.max_unsent.max(self.conns[i].pending_out())
+                    }
+                    Err(e) => self.mark_dead(i, e),
+                }
+            }
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    /// Runs one step at `rate` messages/s: warm-up, measured window, drain.
+    pub fn step(&mut self, rate: f64, phase: &str) -> Result<StepResult, String> {
+        let o = self.o;
+        let receivers = self.alive_count() as u64;
+        let start_ns = self.now_ns();
+        let measure_from_ns = start_ns + (o.warmup * 1e9) as u64;
+        let end_ns = measure_from_ns + (o.duration * 1e9) as u64;
+        self.rx.step = Step {
+            measure_from_ns,
+            end_ns,
+            ..Step::default()
+        };
+        let interval = 1e9 / rate;
+        let total = ((end_ns - start_ns) as f64 / interval).floor() as u64;
+        let mut k: u64 = 0;
+        let pid = o.server_pid.map(|p| p.to_string());
+        let mut meters: Option<(Option<CpuMeter>, CpuMeter)> = None;
+        loop {
+            let now = self.now_ns();
+            if meters.is_none() && now >= measure_from_ns {
+                meters = Some((pid.as_deref().map(CpuMeter::start), CpuMeter::start("self")));
+            }
+            if now >= end_ns {
+                break;
+            }
+            while k < total {
+                let due = start_ns + (k as f64 * interval) as u64;
+                if due > now {
+                    break;
+                }
+                let sender = (k % o.senders as u64) as usize;
+                if self.queue_message(sender, due) && due >= measure_from_ns {
+                    self.rx.step.sent += 1;
+                    self.rx.step.lag.record(now - due);
+                }
+                k += 1;
+            }
+            self.flush_dirty();
+            let next_due = if k < total {
+                start_ns + (k as f64 * interval) as u64
+            } else {
+                end_ns
+            };
+            let wake = next_due.min(end_ns).min(if meters.is_none() {
+                measure_from_ns
+            } else {
+                u64::MAX
+            });
+            let now = self.now_ns();
+            let wait =
+                Duration::from_nanos(wake.saturating_sub(now)).min(Duration::from_millis(10));
+            self.poll_once(wait)?;
+        }
+        let (server_cpu, bench_cpu) = match &meters {
+            Some((srv, me)) => (srv.as_ref().and_then(CpuMeter::percent), me.percent()),
+            None => (None, None),
+        };
+        // Drain: wait for the deliveries still in flight.
+        let expected = self.rx.step.sent * receivers;
+        let drain_until = Instant::now() + Duration::from_secs_f64(o.drain);
+        while self.rx.step.delivered < expected && Instant::now() < drain_until {
+            self.poll_once(Duration::from_millis(10))?;
+        }
+        Ok(self.result(rate, phase, receivers, server_cpu, bench_cpu))
+    }
+
+    fn result(
+        &self,
+        rate: f64,
+        phase: &str,
+        receivers: u64,
+        server_cpu: Option<f64>,
+        bench_cpu: Option<f64>,
+    ) -> StepResult {
+        let o = self.o;
+        let st = &self.rx.step;
+        let expected = st.sent * receivers;
+        let pct = if expected == 0 {
+            0.0
+        } else {
+            st.delivered as f64 * 100.0 / expected as f64
+        };
+        let p99 = ms(st.latency.quantile(0.99));
+        let lag99 = ms(st.lag.quantile(0.99));
+        let mut limits = Vec::new();
+        if let Some(c) = bench_cpu
+            && c >= BENCH_CPU_LIMIT
+        {
+            limits.push(format!("generator CPU {c:.0}%"));
+        }
+        if lag99 > SEND_LAG_LIMIT_MS {
+            // Behind schedule with CPU to spare means it was not scheduled:
+            // other processes on its core.
+            let hint = match bench_cpu {
+                Some(c) if c < 50.0 => "; generator CPU low: other load on its core?",
+                _ => "",
+            };
+            limits.push(format!(
+                "generator behind schedule (send lag p99 {lag99:.1} ms{hint})"
+            ));
+        }
+        let generator_limited = !limits.is_empty();
+        if let Some(c) = server_cpu
+            && c >= BENCH_CPU_LIMIT
+        {
+            limits.push(format!("server CPU {c:.0}%"));
+        }
+        let sustained = st.sent > 0
+            && pct >= MIN_DELIVERY_PCT
+            && p99 <= MAX_P99_MS
+            && st.disconnects == 0
+            && st.server_errors == 0;
+        let verdict = match (sustained, generator_limited) {
+            (true, false) => "sustained",
+            (true, true) => "sustained (generator near its limit)",
+            (false, true) => "not sustained (generator-limited: inconclusive)",
+            (false, false) => "not sustained",
+        };
+        let mut row = Row::new(&o.label, "fanout", phase);
+        row.set("clients", o.clients);
+        row.set("senders", o.senders);
+        row.setf("rate", rate, 0);
+        row.setf("duration_s", o.duration, 1);
+        row.set("sent", st.sent);
+        row.setf("offered_mps", st.sent as f64 / o.duration, 1);
+        row.setf("delivered_fps", st.frames_in_window as f64 / o.duration, 0);
+        row.set("expected", expected);
+        row.set("delivered", st.delivered);
+        row.setf("delivery_pct", pct, 3);
+        row.set("gaps", st.gaps);
+        row.set("reorders", st.reorders);
+        row.setf("p50_ms", ms(st.latency.quantile(0.5)), 3);
+        row.setf("p99_ms", p99, 3);
+        row.setf("p999_ms", ms(st.latency.quantile(0.999)), 3);
+        row.setf("max_ms", ms(st.latency.max()), 3);
+        row.set("disconnects", st.disconnects);
+        row.set("errors", st.server_errors);
+        if let Some(c) = server_cpu {
+            row.setf("server_cpu_pct", c, 1);
+        }
+        if let Some(c) = bench_cpu {
+            row.setf("bench_cpu_pct", c, 1);
+        }
+        row.setf("send_lag_p99_ms", lag99, 3);
+        row.set("bottleneck", limits.join("; "));
+        row.set("verdict", verdict);
+        StepResult {
+            row,
+            sustained,
+            generator_limited,
+        }
+    }
+
+    /// Prints a step for people.
+    pub fn print(&self, r: &StepResult) {
+        let row = &r.row;
+        let g = |c| row.get(c);
+        println!(
+            "fanout [{}] {}: {} clients, {} senders, {} msg/s offered for {} s",
+            g("label"),
+            g("phase"),
+            g("clients"),
+            g("senders"),
+            g("rate"),
+            g("duration_s")
+        );
+        println!(
+            "  sent {} ({} msg/s); delivered {}/{} ({} %), {} frames/s in the window",
+            g("sent"),
+            g("offered_mps"),
+            g("delivered"),
+            g("expected"),
+            g("delivery_pct"),
+            g("delivered_fps")
+        );
+        println!(
+            "  gaps {}, reorders {}, disconnects {}, server errors {}, unexpected frames {}, max unsent at a sender {} B",
+            g("gaps"),
+            g("reorders"),
+            g("disconnects"),
+            g("errors"),
+            self.rx.unexpected,
+            self.rx.step.max_unsent
+        );
+        println!(
+            "  latency ms: p50 {}  p99 {}  p99.9 {}  max {}   (send lag p99 {} ms)",
+            g("p50_ms"),
+            g("p99_ms"),
+            g("p999_ms"),
+            g("max_ms"),
+            g("send_lag_p99_ms")
+        );
+        let or_na = |s: &str| {
+            if s.is_empty() {
+                "n/a".to_string()
+            } else {
+                format!("{s} %")
+            }
+        };
+        println!(
+            "  CPU (percent of one core): server {}, generator {}",
+            or_na(g("server_cpu_pct")),
+            or_na(g("bench_cpu_pct"))
+        );
+        if !self.rx.errors.is_empty() {
+            println!("  errors: {}", self.error_summary());
+        }
+        let b = g("bottleneck");
+        println!(
+            "  verdict: {}{}",
+            g("verdict"),
+            if b.is_empty() {
+                String::new()
+            } else {
+                format!("  [{b}]")
+            }
+        );
+    }
+}
+
+/// `fanout` without `--ramp`: one step at `--rate`.
+pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
+    let mut s = Session::open(o, 0)?;
+    let r = s.step(o.rate, "run")?;
+    s.print(&r);
+    if r.generator_limited {
+        println!("  note: the generator, not the server, was the limit in this run");
+    }
+    Ok(vec![r.row])
+}
+
+/// `fanout --ramp`: multiply the rate by `--ramp-factor` while sustained,
+/// then bisect between the last sustained and the first failed rate.
+pub fn ramp(o: &Opts) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    let mut generation = 0;
+    let mut s = Session::open(o, generation)?;
+    let mut good: Option<f64> = None;
+    let mut bad: Option<f64> = None;
+    let mut generator_limited_at: Option<f64> = None;
+    let mut rate = o.rate;
+    let mut steps = 0;
+    let mut refine = 0;
+    loop {
+        let r = s.step(rate, "ramp")?;
+        s.print(&r);
+        let disconnects = r.row.get("disconnects") != "0";
+        if r.sustained {
+            good = Some(good.map_or(rate, |g: f64| g.max(rate)));
+        } else {
+            bad = Some(bad.map_or(rate, |b: f64| b.min(rate)));
+            if r.generator_limited {
+                generator_limited_at.get_or_insert(rate);
+            }
+        }
+        rows.push(r.row);
+        if disconnects {
+            // Start over with fresh connections (and fresh names: the old
+            // ones are released only as the server notices the closes).
+            drop(s);
+            generation += 1;
+            s = Session::open(o, generation)?;
+        } else {
+            s.settle(Duration::from_millis(300), Duration::from_secs(10))?;
+        }
+        match (good, bad) {
+            (_, None) => {
+                steps += 1;
+                if steps >= o.ramp_steps {
+                    break;
+                }
+                rate *= o.ramp_factor;
+            }
+            (g, Some(b)) => {
+                if refine >= o.ramp_refine {
+                    break;
+                }
+                refine += 1;
+                let lo = g.unwrap_or(0.0);
+                rate = ((lo + b) / 2.0).round();
+                if rate <= lo || rate >= b {
+                    break;
+                }
+            }
+        }
+    }
+    let mut row = Row::new(&o.label, "fanout", "ramp-result");
+    row.set("clients", o.clients);
+    row.set("senders", o.senders);
+    match good {
+        Some(g) => {
+            row.setf("rate", g, 0);
+            row.setf("delivered_fps", g * o.clients as f64, 0);
+        }
+        None => row.set("rate", 0),
+    }
+    let note = match (good, bad, generator_limited_at) {
+        (Some(g), None, _) => {
+            format!("sustained every step up to {g:.0} msg/s (ramp steps exhausted)")
+        }
+        (Some(g), Some(b), None) => format!("max sustained {g:.0} msg/s; {b:.0} msg/s was not"),
+        (Some(g), Some(_), Some(l)) => {
+            format!(
+                "max sustained {g:.0} msg/s; the generator was the limit from {l:.0} msg/s (inconclusive above)"
+            )
+        }
+        (None, _, _) => "no step was sustained".to_string(),
+    };
+    if generator_limited_at.is_some() {
+        row.set("bottleneck", "generator");
+    }
+    row.set("verdict", &note);
+    println!(
+        "ramp [{}] {} clients, {} senders: {} ({} delivered frames/s)",
+        o.label,
+        o.clients,
+        o.senders,
+        note,
+        row.get("delivered_fps")
+    );
+    rows.push(row);
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_path_parses_compact_json() {
+        let f = br#"{"type":"usermsg","name":"b3","message":"3:17:123456789:xxxx","color":"00FF00","ts":1}"#;
+        assert_eq!(parse_bench_frame(f), Some((3, 17, 123456789)));
+        let sys = br#"{"type":"system","event":"join","name":"b3","message":"b3 joined"}"#;
+        assert_eq!(parse_bench_frame(sys), None);
+        assert_eq!(parse_text(b"1:2:"), None);
+        assert_eq!(parse_text(b"1:2:99999999999999999999:"), None);
+    }
+
+    #[test]
+    fn find_needle() {
+        assert_eq!(find(b"abc\"message\":\"x", b"\"message\":\""), Some(3));
+        assert_eq!(find(b"\"messag", b"\"message\":\""), None);
+        assert_eq!(find(b"\"\"\"", b"\"\""), Some(0));
+    }
+
+    #[test]
+    fn sequence_tracking_counts_gaps_and_reorders() {
+        let mut rx = Rx {
+            senders: 2,
+            names: vec!["a".into(), "b".into()],
+            joined: vec![false; 2],
+            joined_count: 0,
+            last_seq: vec![0; 4],
+            step: Step {
+                measure_from_ns: 100,
+                end_ns: 1000,
+                ..Step::default()
+            },
+            errors: BTreeMap::new(),
+            unexpected: 0,
+            last_frame: Instant::now(),
+        };
+        for seq in [1, 2, 5, 4, 6] {
+            rx.on_bench(0, 1, seq, 200, 300);
+        }
+        rx.on_bench(1, 0, 1, 50, 300); // warm-up message: tracked, not counted
+        assert_eq!(rx.step.gaps, 2);
+        assert_eq!(rx.step.reorders, 1);
+        assert_eq!(rx.step.delivered, 5);
+        assert_eq!(rx.step.frames_in_window, 6);
+        assert_eq!(rx.last_seq[2], 1);
+        let err = br#"{"type":"error","code":"rate_limited","message":"slow down"}"#;
+        rx.on_message(0, err, 300);
+        assert_eq!(rx.step.server_errors, 1);
+        let join = br#"{"type": "system", "event": "join", "name": "b", "message": "b joined"}"#;
+        rx.on_message(1, join, 300);
+        assert_eq!(rx.joined_count, 1);
+    }
+}
