@@ -371,8 +371,16 @@ impl Server {
     fn read_ready(&mut self, t: usize) {
         let mut buffer = std::mem::take(&mut self.read_buffer);
         let mut budget = READ_BUDGET;
+        let pause_at = self.read_pause_threshold();
         while let Some(slot) = self.conns.get_mut(t) {
             if slot.conn.eof_seen {
+                break;
+            }
+            if slot.conn.is_open() && slot.conn.out.len() >= pause_at {
+                // Backpressure: a peer that does not read its output stops
+                // being read, so its own requests (echoes, pongs, errors)
+                // cannot pile up; TCP flow control holds the rest.
+                slot.conn.read_paused = true;
                 break;
             }
             match slot.conn.socket.read(&mut buffer) {
@@ -833,8 +841,14 @@ impl Server {
         }
     }
 
+    /// Output above which a connection's input is no longer read.
+    fn read_pause_threshold(&self) -> usize {
+        (self.config.max_output_bytes / 2).max(1)
+    }
+
     fn after_flush(&mut self, t: usize, flushed: Flushed) {
         let linger = self.now + self.config.close_timeout;
+        let pause_at = self.read_pause_threshold();
         let Some(slot) = self.conns.get_mut(t) else {
             return;
         };
@@ -854,6 +868,13 @@ impl Server {
                 return;
             }
             slot.conn.wants_write = want_write;
+        }
+        if slot.conn.read_paused && slot.conn.out.len() < pause_at {
+            slot.conn.read_paused = false;
+            if !slot.conn.in_backlog {
+                slot.conn.in_backlog = true;
+                self.backlog.push(t);
+            }
         }
         if !want_write && matches!(slot.conn.phase, Phase::Finishing) {
             let _ = slot.conn.socket.shutdown(Shutdown::Write);
@@ -1016,7 +1037,10 @@ fn queue_on(
     if !conn.is_open() {
         return false;
     }
-    if conn.out.len().saturating_add(bytes.len()) > max_output {
+    // One message always fits an empty buffer, so a message larger than the
+    // cap (an echo of a big message) is not mistaken for a slow reader;
+    // memory stays bounded by the cap plus one message.
+    if !conn.out.is_empty() && conn.out.len().saturating_add(bytes.len()) > max_output {
         slow.push(t);
         return false;
     }

@@ -57,6 +57,8 @@ pub struct Connection {
     pub close_reason: Option<String>,
     /// The peer sent EOF (edge-triggered: it will not be reported again).
     pub eof_seen: bool,
+    /// Input is not read until the output backlog shrinks (backpressure).
+    pub read_paused: bool,
 }
 
 /// How far a flush got.
@@ -87,6 +89,7 @@ impl Connection {
             is_http: false,
             close_reason: None,
             eof_seen: false,
+            read_paused: false,
         }
     }
 

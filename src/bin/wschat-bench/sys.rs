@@ -64,7 +64,7 @@ pub fn raise_fd_limit() -> u64 {
     if lim.current != lim.maximum {
         lim.current = lim.maximum;
         // Failure leaves the old limit, which `connect` then reports as EMFILE.
-        let _ = setrlimit(Resource::Nofile, lim.clone());
+        let _ = setrlimit(Resource::Nofile, lim);
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
