@@ -496,6 +496,10 @@ impl Server {
     }
 
     fn serve_plain(&mut self, t: usize, request: &Request<'_>, head_only: bool) {
+        if let Some(slot) = self.conns.get_mut(t) {
+            // Counted as plain HTTP already in the metrics it may be serving.
+            slot.conn.is_http = true;
+        }
         let mut out = Vec::new();
         let status = match request.path {
             "/" | "/index.html" => {

@@ -96,19 +96,21 @@ pub struct FrameHeader {
     pub header_len: usize,
 }
 
-/// Parses a frame header from the start of `buf`. `Ok(None)` means more
-/// bytes are needed; nothing is consumed either way.
-pub fn decode_header(buf: &[u8]) -> Result<Option<FrameHeader>, FrameError> {
-    let (Some(&b0), Some(&b1)) = (buf.first(), buf.get(1)) else {
-        return Ok(None);
-    };
-    // "RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated".
-    if b0 & 0x70 != 0 {
-        return Err(FrameError::protocol("reserved bits set"));
-    }
-    let fin = b0 & 0x80 != 0;
-    let opcode =
-        Opcode::from_bits(b0 & 0x0F).ok_or_else(|| FrameError::protocol("reserved opcode"))?;
+/// A frame header as it stands on the wire, before any rule is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RawHeader {
+    fin: bool,
+    rsv: u8,
+    opcode_bits: u8,
+    mask: Option<[u8; 4]>,
+    payload_len: u64,
+    header_len: usize,
+}
+
+/// Reads the header fields from the start of `buf`; `None` until all of
+/// its 2 to 14 bytes are there.
+fn parse_raw_header(buf: &[u8]) -> Option<RawHeader> {
+    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
     let masked = b1 & 0x80 != 0;
     let short_len = b1 & 0x7F;
     let ext_len = match short_len {
@@ -117,20 +119,13 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<FrameHeader>, FrameError> {
         _ => 0,
     };
     let header_len = 2 + ext_len + if masked { 4 } else { 0 };
-    let Some(header) = buf.get(..header_len) else {
-        return Ok(None);
-    };
+    let header = buf.get(..header_len)?;
     let payload_len = match short_len {
         126 => u64::from(u16::from_be_bytes([header[2], header[3]])),
         127 => {
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(&header[2..10]);
-            let len = u64::from_be_bytes(bytes);
-            // "the most significant bit MUST be 0".
-            if len >> 63 != 0 {
-                return Err(FrameError::protocol("64-bit length with the top bit set"));
-            }
-            len
+            u64::from_be_bytes(bytes)
         }
         n => u64::from(n),
     };
@@ -138,23 +133,56 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<FrameHeader>, FrameError> {
         let k = &header[header_len - 4..header_len];
         [k[0], k[1], k[2], k[3]]
     });
-    if opcode.is_control() {
-        // "All control frames MUST have a payload length of 125 bytes or
-        // less and MUST NOT be fragmented."
-        if !fin {
-            return Err(FrameError::protocol("fragmented control frame"));
-        }
-        if payload_len > 125 {
-            return Err(FrameError::protocol("control frame over 125 bytes"));
-        }
-    }
-    Ok(Some(FrameHeader {
-        fin,
-        opcode,
+    Some(RawHeader {
+        fin: b0 & 0x80 != 0,
+        rsv: b0 & 0x70,
+        opcode_bits: b0 & 0x0F,
         mask,
         payload_len,
         header_len,
-    }))
+    })
+}
+
+impl RawHeader {
+    /// Applies the rules every frame must meet on its own.
+    fn validate(self) -> Result<FrameHeader, FrameError> {
+        // "RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated".
+        if self.rsv != 0 {
+            return Err(FrameError::protocol("reserved bits set"));
+        }
+        let opcode = Opcode::from_bits(self.opcode_bits)
+            .ok_or_else(|| FrameError::protocol("reserved opcode"))?;
+        // "the most significant bit MUST be 0".
+        if self.payload_len >> 63 != 0 {
+            return Err(FrameError::protocol("64-bit length with the top bit set"));
+        }
+        if opcode.is_control() {
+            // "All control frames MUST have a payload length of 125 bytes or
+            // less and MUST NOT be fragmented."
+            if !self.fin {
+                return Err(FrameError::protocol("fragmented control frame"));
+            }
+            if self.payload_len > 125 {
+                return Err(FrameError::protocol("control frame over 125 bytes"));
+            }
+        }
+        Ok(FrameHeader {
+            fin: self.fin,
+            opcode,
+            mask: self.mask,
+            payload_len: self.payload_len,
+            header_len: self.header_len,
+        })
+    }
+}
+
+/// Parses a frame header from the start of `buf`. `Ok(None)` means more
+/// bytes are needed; nothing is consumed either way.
+pub fn decode_header(buf: &[u8]) -> Result<Option<FrameHeader>, FrameError> {
+    match parse_raw_header(buf) {
+        Some(raw) => raw.validate().map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The frame whose payload is being read.
@@ -265,6 +293,7 @@ impl Decoder {
                 continue;
             };
             if self.closing && frame.opcode != Opcode::Close {
+                self.control.clear();
                 continue;
             }
             match frame.opcode {
@@ -322,9 +351,9 @@ impl Decoder {
     /// Completes the next header and starts its frame. `Ok(false)`: input
     /// ran out first.
     fn read_header(&mut self, input: &mut &[u8]) -> Result<bool, FrameError> {
-        let header = if self.header_len == 0 {
+        let raw = if self.header_len == 0 {
             // Fast path: the whole header is in this read.
-            match decode_header(input)? {
+            match parse_raw_header(input) {
                 Some(h) => {
                     *input = input.get(h.header_len..).unwrap_or_default();
                     h
@@ -340,35 +369,33 @@ impl Decoder {
         } else {
             // Top up the carried bytes one at a time until a header parses.
             loop {
-                match decode_header(&self.header[..self.header_len])? {
-                    Some(h) => {
-                        self.header_len = 0;
-                        break h;
-                    }
-                    None => {
-                        let Some((&byte, rest)) = input.split_first() else {
-                            return Ok(false);
-                        };
-                        if self.header_len >= self.header.len() {
-                            return Err(FrameError::protocol("header too long"));
-                        }
-                        self.header[self.header_len] = byte;
-                        self.header_len += 1;
-                        *input = rest;
-                    }
+                if let Some(h) = parse_raw_header(&self.header[..self.header_len]) {
+                    self.header_len = 0;
+                    break h;
                 }
+                let Some((&byte, rest)) = input.split_first() else {
+                    return Ok(false);
+                };
+                if self.header_len >= self.header.len() {
+                    return Err(FrameError::protocol("header too long"));
+                }
+                self.header[self.header_len] = byte;
+                self.header_len += 1;
+                *input = rest;
             }
         };
         // The frame is recorded before it is judged, so that after an error
-        // closing mode knows how much payload to step over.
+        // closing mode knows how much payload to step over. A frame closing
+        // mode cannot name (reserved opcode) is stepped over as data.
         self.payload = Some(PayloadInProgress {
-            opcode: header.opcode,
-            fin: header.fin,
-            mask: header.mask.unwrap_or_default(),
-            remaining: header.payload_len,
+            opcode: Opcode::from_bits(raw.opcode_bits).unwrap_or(Opcode::Continuation),
+            fin: raw.fin,
+            mask: raw.mask.unwrap_or_default(),
+            remaining: raw.payload_len,
             done: 0,
         });
         if !self.closing {
+            let header = raw.validate()?;
             self.check_frame(&header)?;
         }
         Ok(true)
@@ -430,7 +457,9 @@ impl Decoder {
         let complete = frame.remaining == 0;
         let is_control = frame.opcode.is_control();
         let mask = frame.mask;
-        if self.closing && !is_control {
+        if self.closing && (frame.opcode != Opcode::Close || frame.done > 125) {
+            // Only a close frame matters now, and only its first 125 bytes
+            // are kept: nothing a misbehaving peer sends can grow memory.
             return Ok(complete);
         }
         let target = if is_control {
@@ -726,6 +755,21 @@ mod tests {
             }
         }
         panic!("close reply not seen");
+    }
+
+    #[test]
+    fn closing_mode_steps_over_frames_with_reserved_opcodes_and_bits() {
+        for first in [0x83u8, 0xC1, 0x8B] {
+            let mut d = Decoder::new(100);
+            let mut bytes = client_frame(first, b"xyz", KEY);
+            bytes.extend(client_frame(0x89, &[0; 126], KEY));
+            bytes.extend(client_frame(0x88, &1002u16.to_be_bytes(), KEY));
+            let mut input = &bytes[..];
+            assert_eq!(d.next_event(&mut input).unwrap_err().code, CloseCode(1002));
+            d.enter_closing();
+            assert_eq!(d.next_event(&mut input).unwrap(), Some(Event::Close(None, "")));
+            assert!(input.is_empty());
+        }
     }
 
     #[test]
