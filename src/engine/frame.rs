@@ -767,7 +767,10 @@ mod tests {
             let mut input = &bytes[..];
             assert_eq!(d.next_event(&mut input).unwrap_err().code, CloseCode(1002));
             d.enter_closing();
-            assert_eq!(d.next_event(&mut input).unwrap(), Some(Event::Close(None, "")));
+            assert_eq!(
+                d.next_event(&mut input).unwrap(),
+                Some(Event::Close(None, ""))
+            );
             assert!(input.is_empty());
         }
     }
