@@ -261,10 +261,19 @@ fn apply(config: &mut Config, flag: &str, value: &str, what: &str) -> Result<(),
     match flag {
         "--host" => {
             let host = value.trim();
-            if host.is_empty() {
-                return Err(ConfigError(format!("{what}: empty address")));
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            if host.eq_ignore_ascii_case("localhost") {
+                config.host = "127.0.0.1".to_string();
+            } else if host.parse::<std::net::IpAddr>().is_ok() {
+                config.host = host.to_string();
+            } else {
+                return Err(ConfigError(format!(
+                    "{what}: expected an IP address such as 127.0.0.1, 0.0.0.0 or ::, got {value:?}"
+                )));
             }
-            config.host = host.to_string();
         }
         "--max-message-bytes" => {
             config.max_message_bytes = to_usize(parse_number(value, what)?, what)?
@@ -363,6 +372,14 @@ mod tests {
     }
 
     #[test]
+    fn host_forms() {
+        assert_eq!(run(&["--host", "::"]).unwrap().host, "::");
+        assert_eq!(run(&["--host", "[::1]"]).unwrap().host, "::1");
+        assert_eq!(run(&["--host", "localhost"]).unwrap().host, "127.0.0.1");
+        assert_eq!(run(&["--host=127.0.0.1"]).unwrap().host, "127.0.0.1");
+    }
+
+    #[test]
     fn repeated_origin_flags_accumulate() {
         let c = run(&[
             "--allowed-origin",
@@ -383,6 +400,8 @@ mod tests {
             vec!["--bogus"],
             vec!["70000"],
             vec!["1", "2"],
+            vec!["--host", "example.invalid"],
+            vec!["--host", ""],
         ] {
             let err = run(&args).unwrap_err();
             assert!(!err.0.is_empty(), "{args:?}");
