@@ -43,6 +43,10 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 
+/// Connections the kernel may queue before `accept` (capped at somaxconn).
+const LISTEN_BACKLOG: i32 = 65535;
+/// While accept keeps failing for lack of descriptors, warn this seldom.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 /// Timer resolution: deadlines are checked this often.
 pub const TICK: Duration = Duration::from_millis(100);
 /// The loop's one read buffer; idle connections own no input buffer.
@@ -133,6 +137,9 @@ pub struct Server {
     shutdown_deadline: Option<Instant>,
     /// `accept` failed for lack of descriptors; retried every tick.
     accept_paused: bool,
+    /// When the last "out of descriptors" warning was logged (one a burst).
+    accept_warned: Option<Instant>,
+    accept_failures: u64,
     index_html: Vec<u8>,
     fd_capacity: u64,
     /// The time of the current loop turn.
@@ -146,6 +153,10 @@ impl Server {
         let fd_capacity = raise_fd_limit();
         let addr = resolve(&config.host, config.port)?;
         let mut listener = TcpListener::bind(addr)?;
+        // mio listens with a backlog of 128; a crowd connecting at once
+        // overflows that in a millisecond and waits a second for the SYN
+        // retry. Listening again raises it (the kernel caps it at somaxconn).
+        rustix::net::listen(&listener, LISTEN_BACKLOG)?;
         let local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
         poll.registry()
@@ -178,6 +189,8 @@ impl Server {
             signals: None,
             shutdown_deadline: None,
             accept_paused: false,
+            accept_warned: None,
+            accept_failures: 0,
             index_html,
             fd_capacity,
             now: Instant::now(),
@@ -299,7 +312,10 @@ impl Server {
             match listener.accept() {
                 Ok((socket, peer)) => {
                     if self.accept_paused {
-                        info!("accepting again");
+                        info!(
+                            "accepting again ({} accept failures so far)",
+                            self.accept_failures
+                        );
                         self.accept_paused = false;
                     }
                     self.metrics.accepted_total += 1;
@@ -314,13 +330,18 @@ impl Server {
                 Err(e) if is_out_of_descriptors(&e) => {
                     // The pending connection stays in the kernel's queue;
                     // the tick retries, so there is no busy loop.
-                    if !self.accept_paused {
+                    self.accept_failures += 1;
+                    let quiet = self.accept_warned.is_some_and(|at| {
+                        self.now.saturating_duration_since(at) < ACCEPT_WARN_EVERY
+                    });
+                    if !quiet {
                         warn!(
                             "accept failed ({e}) with {} connections open: pausing accept until descriptors free up",
                             self.conns.len()
                         );
-                        self.accept_paused = true;
+                        self.accept_warned = Some(self.now);
                     }
+                    self.accept_paused = true;
                     return;
                 }
                 Err(e) => debug!("accept failed: {e}"),
@@ -735,6 +756,7 @@ impl Server {
             self.config.max_output_bytes,
             &mut self.dirty,
             &mut self.slow,
+            &mut self.metrics.bytes_sent,
         )
     }
 
@@ -1036,17 +1058,25 @@ fn queue_on(
     max_output: usize,
     dirty: &mut Vec<usize>,
     slow: &mut Vec<usize>,
+    bytes_sent: &mut u64,
 ) -> bool {
     let conn = &mut slot.conn;
     if !conn.is_open() {
         return false;
     }
-    // One message always fits an empty buffer, so a message larger than the
-    // cap (an echo of a big message) is not mistaken for a slow reader;
-    // memory stays bounded by the cap plus one message.
-    if !conn.out.is_empty() && conn.out.len().saturating_add(bytes.len()) > max_output {
-        slow.push(t);
-        return false;
+    if conn.out.len().saturating_add(bytes.len()) > max_output && !conn.out.is_empty() {
+        // Output queued this turn has not met the socket yet: only what the
+        // kernel refuses counts as pending, so write now before judging.
+        if let Ok((_, written)) = conn.flush() {
+            *bytes_sent += written as u64;
+        }
+        // One message always fits an empty buffer, so a message larger than
+        // the cap (an echo of a big message) is not mistaken for a slow
+        // reader; memory stays bounded by the cap plus one message.
+        if !conn.out.is_empty() && conn.out.len().saturating_add(bytes.len()) > max_output {
+            slow.push(t);
+            return false;
+        }
     }
     conn.out.extend_from_slice(bytes);
     if !conn.dirty {
@@ -1090,7 +1120,15 @@ impl Room for ServerRoom<'_> {
     fn send(&mut self, t: usize, frame: &[u8]) {
         if let Some(slot) = self.conns.get_mut(t)
             && matches!(slot.app, AppState::Chat(_))
-            && queue_on(t, slot, frame, self.max_output, self.dirty, self.slow)
+            && queue_on(
+                t,
+                slot,
+                frame,
+                self.max_output,
+                self.dirty,
+                self.slow,
+                &mut self.metrics.bytes_sent,
+            )
         {
             self.metrics.messages_sent[AppLabel::Chat as usize] += 1;
         }
@@ -1100,7 +1138,15 @@ impl Room for ServerRoom<'_> {
         let mut sent = 0;
         for (t, slot) in self.conns.iter_mut() {
             if matches!(slot.app, AppState::Chat(_))
-                && queue_on(t, slot, frame, self.max_output, self.dirty, self.slow)
+                && queue_on(
+                    t,
+                    slot,
+                    frame,
+                    self.max_output,
+                    self.dirty,
+                    self.slow,
+                    &mut self.metrics.bytes_sent,
+                )
             {
                 sent += 1;
             }

@@ -200,11 +200,25 @@ impl Conn {
     pub fn on_readable<F: FnMut(Incoming<'_>)>(
         &mut self,
         scratch: &mut [u8],
-        mut on_msg: F,
+        on_msg: F,
     ) -> Result<(), ConnError> {
+        self.read_some(scratch, usize::MAX, on_msg).map(|_| ())
+    }
+
+    /// Like `on_readable`, but stops after about `budget` bytes so that one
+    /// flooded connection cannot hold up the send schedule. `Ok(true)`: it
+    /// stopped on the budget and more input may be waiting (no new edge
+    /// will say so: the caller must come back).
+    pub fn read_some<F: FnMut(Incoming<'_>)>(
+        &mut self,
+        scratch: &mut [u8],
+        budget: usize,
+        mut on_msg: F,
+    ) -> Result<bool, ConnError> {
         if self.state == State::Connecting {
-            return Ok(());
+            return Ok(false);
         }
+        let mut total = 0usize;
         loop {
             let n = match self.stream.read(scratch) {
                 Ok(0) => return Err(ConnError::Eof),
@@ -239,8 +253,13 @@ impl Conn {
             if n < scratch.len() {
                 break;
             }
+            total += n;
+            if total >= budget {
+                self.flush()?;
+                return Ok(true);
+            }
         }
-        self.flush()
+        self.flush().map(|()| false)
     }
 
     /// Parses as much of `data` as is complete; returns the bytes used.

@@ -206,6 +206,7 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
 
     let mut row = Row::new(&o.label, "connect", "run");
     row.set("clients", o.clients);
+    row.set("in_flight", o.concurrency);
     row.set("conn_ok", ok);
     row.set("conn_failed", failed);
     row.set("disconnects", dropped);
@@ -257,8 +258,8 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
     row.set("verdict", &verdict);
 
     println!(
-        "connect [{}]: {} connections to ws://{}{}",
-        o.label, o.clients, o.target, o.path
+        "connect [{}]: {} connections to ws://{}{}, {} in flight",
+        o.label, o.clients, o.target, o.path, o.concurrency
     );
     println!(
         "  open {ok}, failed {failed}, dropped while idle {dropped}; {} handshakes/s over {:.2} s",
@@ -271,6 +272,13 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
         row.get("p99_ms"),
         row.get("max_ms")
     );
+    if latency.max() >= 1_000_000_000 && latency.quantile(0.5) < 200_000_000 {
+        // The kernel's first SYN retransmission timeout is one second.
+        println!(
+            "  note: some handshakes took over 1 s while most were fast: SYNs dropped and retransmitted, \
+             most likely the server's listen backlog overflowed (see `nstat -az TcpExtListenOverflows`)"
+        );
+    }
     match (rss_before, rss_after) {
         (Some(b), Some(a)) => println!(
             "  server RSS {b} KiB -> {a} KiB: {} KiB per connection",

@@ -190,7 +190,7 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
     };
     let mut row = Row::new(&o.label, "echo", "run");
     row.set("clients", o.clients);
-    row.set("senders", o.pipeline);
+    row.set("in_flight", o.pipeline);
     row.setf("duration_s", o.duration, 1);
     row.set("delivered", round_trips);
     row.setf("round_trips_per_s", round_trips as f64 / o.duration, 0);

@@ -533,9 +533,13 @@ impl<'a> Session<'a> {
                 "generator behind schedule (send lag p99 {lag99:.1} ms{hint})"
             ));
         }
-        let generator_limited = !limits.is_empty();
+        let generator_cpu_bound = bench_cpu.is_some_and(|c| c >= BENCH_CPU_LIMIT);
+        let server_cpu_bound = server_cpu.is_some_and(|c| c >= BENCH_CPU_LIMIT);
+        // A saturated server delays everything, the generator's loop
+        // included; lag alone then does not make the generator the limit.
+        let generator_limited = generator_cpu_bound || (!limits.is_empty() && !server_cpu_bound);
         if let Some(c) = server_cpu
-            && c >= BENCH_CPU_LIMIT
+            && server_cpu_bound
         {
             limits.push(format!("server CPU {c:.0}%"));
         }
@@ -548,6 +552,7 @@ impl<'a> Session<'a> {
             (true, false) => "sustained",
             (true, true) => "sustained (generator near its limit)",
             (false, true) => "not sustained (generator-limited: inconclusive)",
+            (false, false) if server_cpu_bound => "not sustained (server CPU-bound)",
             (false, false) => "not sustained",
         };
         let mut row = Row::new(&o.label, "fanout", phase);

@@ -13,6 +13,7 @@ pub const COLUMNS: &[&str] = &[
     "phase",
     "clients",
     "senders",
+    "in_flight",
     "rate",
     "duration_s",
     "sent",
