@@ -59,6 +59,8 @@ pub struct Connection {
     pub eof_seen: bool,
     /// Input is not read until the output backlog shrinks (backpressure).
     pub read_paused: bool,
+    /// Bytes moved in either direction since the last trim.
+    pub active: bool,
 }
 
 /// How far a flush got.
@@ -90,11 +92,25 @@ impl Connection {
             close_reason: None,
             eof_seen: false,
             read_paused: false,
+            active: true,
         }
     }
 
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open)
+    }
+
+    /// A connection that moved no bytes since the last call gives its
+    /// buffers back, so an idle connection owns no heap memory; a busy one
+    /// keeps them and allocates nothing per message.
+    pub fn trim_if_idle(&mut self) {
+        if !self.active {
+            if self.out.is_empty() && self.out.capacity() > 0 {
+                self.out = Vec::new();
+            }
+            self.decoder.trim();
+        }
+        self.active = false;
     }
 
     /// Writes queued output until done or the socket would block. Returns

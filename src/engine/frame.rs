@@ -242,6 +242,17 @@ impl Decoder {
         self.message_opcode.is_some() || self.payload.is_some() || self.header_len > 0
     }
 
+    /// Releases buffer capacity not holding a message in progress.
+    pub fn trim(&mut self) {
+        self.clear_emitted();
+        if self.message.is_empty() {
+            self.message = Vec::new();
+        }
+        if self.control.is_empty() {
+            self.control = Vec::new();
+        }
+    }
+
     /// Bytes held for a message being assembled (for memory accounting).
     pub fn buffered_bytes(&self) -> usize {
         self.message.capacity() + self.control.capacity()
@@ -773,6 +784,26 @@ mod tests {
             );
             assert!(input.is_empty());
         }
+    }
+
+    #[test]
+    fn trim_keeps_a_message_in_progress_and_frees_the_rest() {
+        let mut d = Decoder::new(1000);
+        let mut bytes = client_frame(0x81, &[b'a'; 300], KEY);
+        bytes.extend(client_frame(0x01, b"half", KEY));
+        let mut input = &bytes[..];
+        assert!(matches!(d.next_event(&mut input), Ok(Some(Event::Text(_)))));
+        assert_eq!(d.next_event(&mut input), Ok(None));
+        d.trim();
+        assert_eq!(d.message, b"half");
+        let rest = client_frame(0x80, b" done", KEY);
+        let mut input = &rest[..];
+        assert_eq!(
+            d.next_event(&mut input),
+            Ok(Some(Event::Text(b"half done")))
+        );
+        d.trim();
+        assert_eq!(d.buffered_bytes(), 0);
     }
 
     #[test]

@@ -89,7 +89,33 @@ pub struct Session<'a> {
     msg: Vec<u8>,
     dirty: Vec<usize>,
     is_dirty: Vec<bool>,
+    /// The send schedule while a step runs.
+    sched: Option<Schedule>,
+    /// Connections that stopped reading on their budget with input left.
+    more: Vec<usize>,
+    in_more: Vec<bool>,
 }
+
+/// The open-loop schedule of one step: message `k` is due at
+/// `start_ns + k * interval` and goes out from sender `k % S`.
+struct Schedule {
+    start_ns: u64,
+    interval: f64,
+    k: u64,
+    total: u64,
+}
+
+impl Schedule {
+    fn due(&self, k: u64) -> u64 {
+        self.start_ns + (k as f64 * self.interval) as u64
+    }
+}
+
+/// Bytes one connection may read per turn before the others (and the send
+/// schedule) get theirs.
+const READ_BUDGET: usize = 1 << 20;
+/// Events handled between two looks at the send schedule.
+const EVENTS_PER_SEND_CHECK: usize = 32;
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     // Only candidates that start with the needle's first byte (a quote) are
@@ -254,6 +280,9 @@ impl<'a> Session<'a> {
             msg: Vec::with_capacity(o.size + 64),
             dirty: Vec::new(),
             is_dirty: vec![false; o.senders],
+            sched: None,
+            more: Vec::new(),
+            in_more: vec![false; o.clients],
         };
         let deadline = Instant::now() + Duration::from_secs_f64(o.setup_timeout);
         while s.rx.joined_count < o.clients {
@@ -320,6 +349,11 @@ impl<'a> Session<'a> {
 
     /// Waits up to `timeout` for readiness and handles every event.
     fn poll_once(&mut self, timeout: Duration) -> Result<(), String> {
+        let timeout = if self.more.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
         if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 return Ok(());
@@ -337,7 +371,10 @@ impl<'a> Session<'a> {
                 )
             })
             .collect();
-        for (i, readable, writable) in tokens {
+        for (n, (i, readable, writable)) in tokens.into_iter().enumerate() {
+            if n % EVENTS_PER_SEND_CHECK == EVENTS_PER_SEND_CHECK - 1 {
+                self.send_due();
+            }
             if i >= self.conns.len() || !self.alive[i] {
                 continue;
             }
@@ -345,20 +382,8 @@ impl<'a> Session<'a> {
                 self.mark_dead(i, e);
                 continue;
             }
-            if readable {
-                let now = self.now_ns();
-                let Session {
-                    conns, rx, scratch, ..
-                } = self;
-                let res = conns[i].on_readable(scratch, |inc| match inc {
-                    Incoming::Open => {}
-                    Incoming::Message(ws::OP_TEXT, p) => rx.on_message(i, p, now),
-                    Incoming::Message(_, _) => rx.unexpected += 1,
-                });
-                if let Err(e) = res {
-                    self.mark_dead(i, e);
-                    continue;
-                }
+            if readable && !self.read_conn(i) {
+                continue;
             }
             if self.conns[i].is_open() && !self.join_sent[i] {
                 self.join_sent[i] = true;
@@ -370,7 +395,66 @@ impl<'a> Session<'a> {
                 }
             }
         }
+        let more = std::mem::take(&mut self.more);
+        for (n, &i) in more.iter().enumerate() {
+            if n % EVENTS_PER_SEND_CHECK == EVENTS_PER_SEND_CHECK - 1 {
+                self.send_due();
+            }
+            self.in_more[i] = false;
+            if self.alive[i] {
+                self.read_conn(i);
+            }
+        }
         Ok(())
+    }
+
+    /// Reads from connection `i` up to its budget; false if it died.
+    fn read_conn(&mut self, i: usize) -> bool {
+        let now = self.now_ns();
+        let Session {
+            conns, rx, scratch, ..
+        } = self;
+        let res = conns[i].read_some(scratch, READ_BUDGET, |inc| match inc {
+            Incoming::Open => {}
+            Incoming::Message(ws::OP_TEXT, p) => rx.on_message(i, p, now),
+            Incoming::Message(_, _) => rx.unexpected += 1,
+        });
+        match res {
+            Ok(more) => {
+                if more && !self.in_more[i] {
+                    self.in_more[i] = true;
+                    self.more.push(i);
+                }
+                true
+            }
+            Err(e) => {
+                self.mark_dead(i, e);
+                false
+            }
+        }
+    }
+
+    /// Queues every message whose time has come, then writes them out.
+    fn send_due(&mut self) {
+        let Some(mut sc) = self.sched.take() else {
+            return;
+        };
+        let now = self.now_ns();
+        let measure_from = self.rx.step.measure_from_ns;
+        while sc.k < sc.total {
+            let due = sc.due(sc.k);
+            if due > now {
+                break;
+            }
+            let sender = (sc.k % self.o.senders as u64) as usize;
+            if self.queue_message(sender, due) && due >= measure_from {
+                self.rx.step.sent += 1;
+                self.rx.step.lag.record(now - due);
+            }
+            sc.k += 1;
+        }
+        self.sched = Some(sc);
+        self.flush_dirty();
     }
 
     /// Runs the loop until no frame has arrived for `quiet`, at most `max`.
@@ -445,8 +529,12 @@ impl<'a> Session<'a> {
             ..Step::default()
         };
         let interval = 1e9 / rate;
-        let total = ((end_ns - start_ns) as f64 / interval).floor() as u64;
-        let mut k: u64 = 0;
+        self.sched = Some(Schedule {
+            start_ns,
+            interval,
+            k: 0,
+            total: ((end_ns - start_ns) as f64 / interval).floor() as u64,
+        });
         let pid = o.server_pid.map(|p| p.to_string());
         let mut meters: Option<(Option<CpuMeter>, CpuMeter)> = None;
         loop {
@@ -457,23 +545,10 @@ impl<'a> Session<'a> {
             if now >= end_ns {
                 break;
             }
-            while k < total {
-                let due = start_ns + (k as f64 * interval) as u64;
-                if due > now {
-                    break;
-                }
-                let sender = (k % o.senders as u64) as usize;
-                if self.queue_message(sender, due) && due >= measure_from_ns {
-                    self.rx.step.sent += 1;
-                    self.rx.step.lag.record(now - due);
-                }
-                k += 1;
-            }
-            self.flush_dirty();
-            let next_due = if k < total {
-                start_ns + (k as f64 * interval) as u64
-            } else {
-                end_ns
+            self.send_due();
+            let next_due = match &self.sched {
+                Some(sc) if sc.k < sc.total => sc.due(sc.k),
+                _ => end_ns,
             };
             let wake = next_due.min(end_ns).min(if meters.is_none() {
                 measure_from_ns
@@ -485,6 +560,7 @@ impl<'a> Session<'a> {
                 Duration::from_nanos(wake.saturating_sub(now)).min(Duration::from_millis(10));
             self.poll_once(wait)?;
         }
+        self.sched = None;
         let (server_cpu, bench_cpu) = match &meters {
             Some((srv, me)) => (srv.as_ref().and_then(CpuMeter::percent), me.percent()),
             None => (None, None),
