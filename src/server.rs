@@ -56,6 +56,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 const READ_BUFFER: usize = 64 * 1024;
 /// Bytes one connection may read per loop turn before others get a turn.
 pub const READ_BUDGET: usize = 4 * READ_BUFFER;
+/// Complete messages one connection may have handled per loop turn.
+pub const MESSAGE_BUDGET: u16 = 64;
 /// Sockets refused with 503 that are drained before closing, at most.
 const MAX_DOOR_REJECTS: usize = 1024;
 /// How long a 503'd socket is drained so the response is not reset away.
@@ -396,6 +398,19 @@ impl Server {
     // ----- reading ---------------------------------------------------------
 
     fn read_ready(&mut self, t: usize) {
+        let Some(slot) = self.conns.get_mut(t) else {
+            return;
+        };
+        slot.conn.turn_messages = 0;
+        if !slot.conn.stash.is_empty() {
+            // Input left over when the last turn's budget ran out comes first.
+            let stash = std::mem::take(&mut slot.conn.stash);
+            self.on_bytes(t, &stash);
+            self.settle();
+            if self.backlog_if_stashed(t) {
+                return;
+            }
+        }
         let mut buffer = std::mem::take(&mut self.read_buffer);
         let mut budget = READ_BUDGET;
         let pause_at = self.read_pause_threshold();
@@ -419,6 +434,9 @@ impl Server {
                     self.metrics.bytes_received += n as u64;
                     slot.conn.active = true;
                     self.on_bytes(t, &buffer[..n]);
+                    if self.backlog_if_stashed(t) {
+                        break;
+                    }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         if let Some(slot) = self.conns.get_mut(t)
@@ -440,6 +458,21 @@ impl Server {
         }
         self.read_buffer = buffer;
         self.settle();
+    }
+
+    /// Puts a connection whose message budget ran out mid-read on the
+    /// backlog; true if it did.
+    fn backlog_if_stashed(&mut self, t: usize) -> bool {
+        match self.conns.get_mut(t) {
+            Some(slot) if !slot.conn.stash.is_empty() => {
+                if !slot.conn.in_backlog {
+                    slot.conn.in_backlog = true;
+                    self.backlog.push(t);
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     fn on_bytes(&mut self, t: usize, data: &[u8]) {
@@ -596,7 +629,7 @@ impl Server {
         slot.conn.phase = Phase::Finishing;
         slot.conn.is_http = true;
         slot.conn.deadline = self.now + self.config.close_timeout;
-        slot.conn.close_reason = Some(reason.to_string());
+        slot.conn.close_reason = Some(reason.into());
         self.mark_dirty(t);
     }
 
@@ -664,8 +697,22 @@ impl Server {
             match decoder.next_event(&mut input) {
                 Ok(None) => break,
                 Ok(Some(event)) => {
+                    let is_message = matches!(event, Event::Text(_) | Event::Binary(_));
                     if !self.on_event(t, event) {
                         break;
+                    }
+                    if is_message && !input.is_empty() {
+                        // Fairness: a chat message costs a write to every
+                        // listener, so one connection gets a bounded number
+                        // per turn; the rest of its input waits its turn.
+                        let Some(slot) = self.conns.get_mut(t) else {
+                            return;
+                        };
+                        slot.conn.turn_messages += 1;
+                        if slot.conn.turn_messages >= MESSAGE_BUDGET && slot.conn.is_open() {
+                            slot.conn.stash.extend_from_slice(input);
+                            break;
+                        }
                     }
                 }
                 Err(e) => {
@@ -795,7 +842,7 @@ impl Server {
         slot.conn.phase = Phase::Closing { discard: false };
         slot.conn.decoder.enter_closing();
         slot.conn.deadline = deadline;
-        slot.conn.close_reason = Some(format!("closed with {} ({reason})", code.0));
+        slot.conn.close_reason = Some(format!("closed with {} ({reason})", code.0).into());
         self.metrics.close_sent(code.0);
         self.mark_dirty(t);
         self.leave_app(t);
@@ -961,7 +1008,7 @@ impl Server {
             self.accept_all();
         }
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % TRIM_EVERY_TICKS == 0 {
+        if self.ticks.is_multiple_of(TRIM_EVERY_TICKS) {
             for (_, slot) in self.conns.iter_mut() {
                 slot.conn.trim_if_idle();
             }
@@ -1218,6 +1265,7 @@ mod tests {
     #[test]
     fn a_slab_entry_stays_small() {
         let size = std::mem::size_of::<super::Slot>();
+        eprintln!("Slot is {size} bytes");
         assert!(size <= 360, "Slot grew to {size} bytes");
     }
 }

@@ -46,9 +46,11 @@ pub struct ChatPeer {
     tokens: f64,
     /// When the bucket was last refilled.
     refilled: Instant,
-    /// Times of recent rate-limit rejections (empty, unallocated, for
-    /// clients that behave).
-    rejections: VecDeque<Instant>,
+    /// Times of recent rate-limit rejections (none, unallocated, for
+    /// clients that behave). Boxed: 8 bytes in every slab entry instead of
+    /// 32, for a deque that only flooders ever need.
+    #[allow(clippy::box_collection)]
+    rejections: Option<Box<VecDeque<Instant>>>,
 }
 
 impl ChatPeer {
@@ -60,7 +62,7 @@ impl ChatPeer {
             color,
             tokens: 2.0 * f64::from(rate),
             refilled: now,
-            rejections: VecDeque::new(),
+            rejections: None,
         }
     }
 
@@ -502,15 +504,15 @@ fn take_token(peer: &mut ChatPeer, rate: u32, now: Instant) -> bool {
 /// Records a rejection; true when more than ten times the rate were
 /// rejected within the last ten seconds.
 fn is_flooding(peer: &mut ChatPeer, rate: u32, now: Instant) -> bool {
-    while peer
-        .rejections
+    let rejections = peer.rejections.get_or_insert_with(Box::default);
+    while rejections
         .front()
         .is_some_and(|&t| now.saturating_duration_since(t) >= FLOOD_WINDOW)
     {
-        peer.rejections.pop_front();
+        rejections.pop_front();
     }
-    peer.rejections.push_back(now);
-    peer.rejections.len() > 10 * rate as usize
+    rejections.push_back(now);
+    rejections.len() > 10 * rate as usize
 }
 
 fn unix_millis() -> u64 {

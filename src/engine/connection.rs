@@ -54,13 +54,18 @@ pub struct Connection {
     /// Was a plain HTTP exchange, not a WebSocket (for the metrics label).
     pub is_http: bool,
     /// Why the connection is ending, for the log line when it closes.
-    pub close_reason: Option<String>,
+    pub close_reason: Option<Box<str>>,
     /// The peer sent EOF (edge-triggered: it will not be reported again).
     pub eof_seen: bool,
     /// Input is not read until the output backlog shrinks (backpressure).
     pub read_paused: bool,
     /// Bytes moved in either direction since the last trim.
     pub active: bool,
+    /// Messages handled in this loop turn (see the server's fairness budget).
+    pub turn_messages: u16,
+    /// Input read but not yet processed because the budget ran out;
+    /// empty (and unallocated) except for a connection that floods.
+    pub stash: Vec<u8>,
 }
 
 /// How far a flush got.
@@ -93,6 +98,8 @@ impl Connection {
             eof_seen: false,
             read_paused: false,
             active: true,
+            turn_messages: 0,
+            stash: Vec::new(),
         }
     }
 

@@ -13,7 +13,7 @@
 pub struct Utf8Validator {
     /// Bytes of a code point started at the end of the previous piece.
     pending: [u8; 4],
-    pending_len: usize,
+    pending_len: u8,
 }
 
 /// The bytes are not UTF-8 (close code 1007).
@@ -33,13 +33,14 @@ impl Utf8Validator {
             let Some((&byte, rest)) = piece.split_first() else {
                 return Ok(());
             };
-            if self.pending_len >= self.pending.len() {
+            let held_len = usize::from(self.pending_len);
+            if held_len >= self.pending.len() {
                 return Err(InvalidUtf8);
             }
-            self.pending[self.pending_len] = byte;
+            self.pending[held_len] = byte;
             self.pending_len += 1;
             piece = rest;
-            let held = &self.pending[..self.pending_len];
+            let held = &self.pending[..=held_len];
             match std::str::from_utf8(held) {
                 Ok(_) => self.pending_len = 0,
                 Err(e) if e.error_len().is_some() => return Err(InvalidUtf8),
@@ -58,7 +59,7 @@ impl Utf8Validator {
                     return Err(InvalidUtf8);
                 }
                 self.pending[..tail.len()].copy_from_slice(tail);
-                self.pending_len = tail.len();
+                self.pending_len = tail.len() as u8;
                 Ok(())
             }
         }

@@ -739,7 +739,10 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
     let r = s.step(o.rate, "run")?;
     s.print(&r);
     if r.generator_limited {
-        println!("  note: the generator, not the server, was the limit in this run");
+        println!(
+            "  note: the generator was at or near its own limit in this run, so the server's \
+             figures are a lower bound"
+        );
     }
     Ok(vec![r.row])
 }
@@ -779,6 +782,7 @@ pub fn ramp(o: &Opts) -> Result<Vec<Row>, String> {
             s.settle(Duration::from_millis(300), Duration::from_secs(10))?;
         }
         match (good, bad) {
+            // Climbing: every step so far was sustained.
             (_, None) => {
                 steps += 1;
                 if steps >= o.ramp_steps {
@@ -786,12 +790,20 @@ pub fn ramp(o: &Opts) -> Result<Vec<Row>, String> {
                 }
                 rate *= o.ramp_factor;
             }
-            (g, Some(b)) => {
+            // Even the first rate failed: step down the same way.
+            (None, Some(b)) => {
+                steps += 1;
+                if steps >= o.ramp_steps || b / o.ramp_factor < 1.0 {
+                    break;
+                }
+                rate = (b / o.ramp_factor).round();
+            }
+            // Bracketed: bisect.
+            (Some(lo), Some(b)) => {
                 if refine >= o.ramp_refine {
                     break;
                 }
                 refine += 1;
-                let lo = g.unwrap_or(0.0);
                 rate = ((lo + b) / 2.0).round();
                 if rate <= lo || rate >= b {
                     break;
