@@ -360,3 +360,65 @@ fn running_out_of_file_descriptors_pauses_accept_without_spinning() {
     let pauses = log.matches("pausing accept").count();
     assert_eq!(pauses, 1, "one warning a burst, got:\n{log}");
 }
+
+#[test]
+fn a_chat_flood_is_handled_a_slice_per_turn() {
+    let server = TestServer::with(|c| {
+        c.echo = true;
+        c.max_output_bytes = 64 << 20;
+    });
+    // Listeners that read everything, so each flooded line costs a copy to
+    // each of them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut listeners = Vec::new();
+    for _ in 0..100 {
+        let raw = raw::chat(server.addr);
+        let mut stream = raw.stream;
+        let stop = Arc::clone(&stop);
+        listeners.push(thread::spawn(move || {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(0) = stream.read(&mut buf) {
+                    break;
+                }
+            }
+        }));
+    }
+    let mut flooder = raw::chat_named(server.addr, "flooder");
+    let mut burst = Vec::new();
+    for i in 0..20_000 {
+        burst.extend(frame(
+            true,
+            TEXT,
+            format!(r#"{{"message":"{i}"}}"#).as_bytes(),
+        ));
+    }
+    let mut probe = raw::ws(server.addr, "/echo");
+    let writer = thread::spawn(move || {
+        let _ = flooder.try_send(&burst);
+        flooder
+    });
+    thread::sleep(Duration::from_millis(20));
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let text = format!("probe {i}");
+        let start = Instant::now();
+        probe.send(&frame(true, TEXT, text.as_bytes()));
+        let echo = probe.read_frame();
+        assert_eq!(echo.text(), text);
+        worst = worst.max(start.elapsed());
+        thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _flooder = writer.join().unwrap();
+    for l in listeners {
+        l.join().unwrap();
+    }
+    assert!(
+        worst < Duration::from_millis(100),
+        "echo round trip {worst:?} during a chat flood"
+    );
+}
