@@ -1,0 +1,124 @@
+//! Micro-benchmarks of the hot codec paths: unmasking (against `memcpy`,
+//! its ceiling), frame header parsing, whole-frame decoding, and the chat's
+//! JSON parse of a typical message.
+//!
+//! `cargo bench --bench codec` prints throughput for each.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::time::Instant;
+use wschat::app::chat::{Chat, ChatPeer, Room};
+use wschat::engine::close::CloseCode;
+use wschat::engine::frame::{Decoder, Event, decode_header};
+use wschat::engine::mask::unmask;
+
+fn masking(c: &mut Criterion) {
+    let mut group = c.benchmark_group("unmask");
+    for size in [100usize, 1500, 65536] {
+        let source = vec![0x5Au8; size];
+        let mut target = vec![0u8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("memcpy", size), &size, |b, _| {
+            b.iter(|| {
+                target.copy_from_slice(black_box(&source));
+                black_box(&target);
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("unmask", size), &size, |b, _| {
+            b.iter(|| {
+                unmask(black_box(&mut target), [1, 2, 3, 4], black_box(1));
+            })
+        });
+    }
+    group.finish();
+}
+
+fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame
+}
+
+fn headers_and_frames(c: &mut Criterion) {
+    let message = br#"{"name":"alice","message":"a typical chat line of about a hundred bytes, give or take a few","color":"007AFF"}"#;
+    let frame = masked_frame(0x1, message);
+    c.bench_function("decode_header", |b| {
+        b.iter(|| black_box(decode_header(black_box(&frame))))
+    });
+    // 64 KiB of back-to-back frames, as one read delivers them.
+    let mut stream = Vec::new();
+    while stream.len() < 65536 {
+        stream.extend_from_slice(&frame);
+    }
+    let mut group = c.benchmark_group("decode_stream");
+    group.throughput(Throughput::Bytes(stream.len() as u64));
+    group.bench_function("100-byte text frames", |b| {
+        let mut decoder = Decoder::new(1 << 20);
+        b.iter(|| {
+            let mut input = &stream[..];
+            let mut n = 0;
+            while let Ok(Some(event)) = decoder.next_event(&mut input) {
+                if let Event::Text(t) = event {
+                    n += t.len();
+                }
+            }
+            black_box(n)
+        })
+    });
+    group.finish();
+}
+
+/// A room of one connection that only counts what it is sent.
+struct CountingRoom {
+    peer: ChatPeer,
+    sent: usize,
+}
+
+impl Room for CountingRoom {
+    fn peer(&mut self, slot: usize) -> Option<&mut ChatPeer> {
+        (slot == 0).then_some(&mut self.peer)
+    }
+    fn for_each_peer(&self, f: &mut dyn FnMut(&ChatPeer)) {
+        f(&self.peer)
+    }
+    fn send(&mut self, _: usize, frame: &[u8]) {
+        self.sent += frame.len();
+    }
+    fn broadcast(&mut self, frame: &[u8]) {
+        self.sent += frame.len();
+    }
+    fn close(&mut self, _: usize, _: CloseCode, _: &'static str) {}
+}
+
+fn chat_message(c: &mut Criterion) {
+    let message = br#"{"name":"alice","message":"a typical chat line of about a hundred bytes, give or take a few","color":"007AFF"}"#;
+    let now = Instant::now();
+    let mut chat = Chat::new(2000, 0);
+    let mut room = CountingRoom {
+        peer: chat.new_peer(now),
+        sent: 0,
+    };
+    chat.on_message(&mut room, 0, message, now);
+    c.bench_function("chat_message_parse_and_frame", |b| {
+        b.iter(|| {
+            chat.on_message(&mut room, 0, black_box(message), now);
+        })
+    });
+    black_box(room.sent);
+}
+
+criterion_group!(benches, masking, headers_and_frames, chat_message);
+criterion_main!(benches);
