@@ -120,5 +120,85 @@ fn chat_message(c: &mut Criterion) {
     black_box(room.sent);
 }
 
-criterion_group!(benches, masking, headers_and_frames, chat_message);
+/// Issue 5 asks whether a broadcast should be copied into every
+/// recipient's buffer or shared (one reference-counted frame, queued by
+/// pointer and written with `writev`). Queueing: 1000 recipients.
+fn fanout_queueing(c: &mut Criterion) {
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+    const RECIPIENTS: usize = 1000;
+    const PER_FLUSH: usize = 8;
+    let frame = vec![b'f'; 130];
+    let mut group = c.benchmark_group("fanout_queue_8_frames_x_1000");
+    group.throughput(Throughput::Elements((RECIPIENTS * PER_FLUSH) as u64));
+    let mut copied: Vec<Vec<u8>> = (0..RECIPIENTS).map(|_| Vec::with_capacity(2048)).collect();
+    group.bench_function("memcpy_into_each_buffer", |b| {
+        b.iter(|| {
+            for _ in 0..PER_FLUSH {
+                for out in copied.iter_mut() {
+                    out.extend_from_slice(black_box(&frame));
+                }
+            }
+            for out in copied.iter_mut() {
+                black_box(out.len());
+                out.clear();
+            }
+        })
+    });
+    let mut shared: Vec<VecDeque<Rc<[u8]>>> = (0..RECIPIENTS)
+        .map(|_| VecDeque::with_capacity(16))
+        .collect();
+    group.bench_function("shared_rc_per_recipient", |b| {
+        b.iter(|| {
+            for _ in 0..PER_FLUSH {
+                let one: Rc<[u8]> = Rc::from(black_box(&frame[..]));
+                for queue in shared.iter_mut() {
+                    queue.push_back(Rc::clone(&one));
+                }
+            }
+            for queue in shared.iter_mut() {
+                black_box(queue.len());
+                queue.clear();
+            }
+        })
+    });
+    group.finish();
+}
+
+/// The write side of the same question: one `write` of a contiguous buffer
+/// against one `writev` of eight separate frames, into a socket pair.
+fn write_versus_writev(c: &mut Criterion) {
+    use std::io::{IoSlice, Read, Write};
+    use std::os::unix::net::UnixStream;
+    let (mut tx, mut rx) = UnixStream::pair().expect("socket pair");
+    let frame = vec![b'f'; 130];
+    let contiguous: Vec<u8> = frame.repeat(8);
+    let mut sink = vec![0u8; 4096];
+    let mut group = c.benchmark_group("flush_8_frames");
+    group.throughput(Throughput::Elements(8));
+    group.bench_function("write_contiguous", |b| {
+        b.iter(|| {
+            tx.write_all(black_box(&contiguous)).expect("write");
+            rx.read_exact(&mut sink[..contiguous.len()]).expect("read");
+        })
+    });
+    group.bench_function("writev_eight_slices", |b| {
+        let slices: Vec<IoSlice<'_>> = (0..8).map(|_| IoSlice::new(&frame)).collect();
+        b.iter(|| {
+            let n = tx.write_vectored(black_box(&slices)).expect("writev");
+            assert_eq!(n, contiguous.len());
+            rx.read_exact(&mut sink[..n]).expect("read");
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    masking,
+    headers_and_frames,
+    chat_message,
+    fanout_queueing,
+    write_versus_writev
+);
 criterion_main!(benches);
