@@ -352,3 +352,150 @@ impl Conn {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll};
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    /// A one-connection server on a thread: answers the handshake (with the
+    /// right accept value, or a wrong one), sends `frames`, then reads what
+    /// the client sends back until EOF and returns it.
+    fn serve(
+        frames: Vec<u8>,
+        good_accept: bool,
+    ) -> (SocketAddrV4, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = match listener.local_addr().unwrap() {
+            SocketAddr::V4(a) => a,
+            other => panic!("not v4: {other}"),
+        };
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut b).unwrap();
+                head.push(b[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            let key = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap()
+                .trim()
+                .to_string();
+            let accept = if good_accept {
+                ws::accept_for(&key)
+            } else {
+                ws::accept_for("other")
+            };
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+            .into_bytes();
+            out.extend_from_slice(&frames);
+            s.write_all(&out).unwrap();
+            let mut back = Vec::new();
+            let _ = s.read_to_end(&mut back);
+            back
+        });
+        (addr, t)
+    }
+
+    /// Drives one client until it ends; returns its messages and the error.
+    fn drive(addr: SocketAddrV4) -> (Vec<(u8, Vec<u8>)>, ConnError) {
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(16);
+        let mut c = Conn::connect(poll.registry(), Token(0), addr, None, "/x", 1).unwrap();
+        let mut got = Vec::new();
+        let mut scratch = vec![0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            poll.poll(&mut events, Some(Duration::from_millis(50)))
+                .unwrap();
+            for ev in events.iter() {
+                if ev.is_writable()
+                    && let Err(e) = c.on_writable()
+                {
+                    return (got, e);
+                }
+                if ev.is_readable() {
+                    let res = c.on_readable(&mut scratch, |inc| {
+                        if let Incoming::Message(op, p) = inc {
+                            got.push((op, p.to_vec()));
+                        }
+                    });
+                    if let Err(e) = res {
+                        return (got, e);
+                    }
+                }
+            }
+        }
+        panic!("client did not finish");
+    }
+
+    /// Unmasks the client frames a test server received.
+    fn client_frames(mut buf: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while buf.len() >= 6 {
+            assert_ne!(buf[1] & 0x80, 0, "client frames are masked");
+            let len = (buf[1] & 0x7F) as usize;
+            assert!(len < 126);
+            let key = [buf[2], buf[3], buf[4], buf[5]];
+            let mut p = buf[6..6 + len].to_vec();
+            ws::apply_mask(&mut p, key);
+            out.push((buf[0] & 0x0F, p));
+            buf = &buf[6 + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn handshake_fragments_ping_and_close() {
+        let mut frames = Vec::new();
+        frames.extend_from_slice(&[0x01, 0x02, b'h', b'e']); // text, not final
+        frames.extend_from_slice(&[0x89, 0x01, b'p']); // ping between fragments
+        frames.extend_from_slice(&[0x80, 0x03, b'l', b'l', b'o']); // final continuation
+        frames.extend_from_slice(&[0x82, 0x01, 7]); // binary
+        frames.extend_from_slice(&[0x88, 0x02, 0x03, 0xE8]); // close 1000
+        let (addr, server) = serve(frames, true);
+        let (got, end) = drive(addr);
+        assert_eq!(
+            got,
+            vec![(ws::OP_TEXT, b"hello".to_vec()), (ws::OP_BINARY, vec![7])]
+        );
+        assert!(matches!(end, ConnError::ClosedByServer(1000)), "{end}");
+        let back = client_frames(&server.join().unwrap());
+        assert_eq!(
+            back,
+            vec![
+                (ws::OP_PONG, b"p".to_vec()),
+                (ws::OP_CLOSE, vec![0x03, 0xE8])
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_accept_is_refused() {
+        let (addr, server) = serve(Vec::new(), false);
+        let (got, end) = drive(addr);
+        assert!(got.is_empty());
+        assert!(
+            matches!(end, ConnError::Handshake(HandshakeError::BadAccept)),
+            "{end}"
+        );
+        drop(server);
+    }
+
+    #[test]
+    fn masked_server_frame_is_refused() {
+        let (addr, _server) = serve(vec![0x81, 0x81, 1, 2, 3, 4, b'x' ^ 1], true);
+        let (_, end) = drive(addr);
+        assert!(matches!(end, ConnError::Frame(FrameError::Masked)), "{end}");
+    }
+}

@@ -12,7 +12,7 @@ use crate::args::Opts;
 use crate::conn::{Conn, ConnError, Incoming};
 use crate::report::Row;
 use crate::stats::{Histogram, ms};
-use crate::sys::{self, CpuMeter};
+use crate::sys::{self, CpuMeter, Usage};
 use mio::{Events, Poll, Token};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -149,8 +149,7 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
     }
     let timed_out = ok + failed < o.clients;
     let elapsed = last_open.duration_since(t0).as_secs_f64().max(1e-9);
-    let connect_server_cpu = server_cpu.as_ref().and_then(CpuMeter::percent);
-    let connect_bench_cpu = bench_cpu.percent();
+    let usage = Usage::read(server_cpu.as_ref(), &bench_cpu);
 
     // Hold the connections open (answering pings), then measure memory.
     let hold_until = Instant::now() + Duration::from_secs_f64(o.hold.max(0.5));
@@ -216,12 +215,7 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
     row.setf("p99_ms", ms(latency.quantile(0.99)), 3);
     row.setf("p999_ms", ms(latency.quantile(0.999)), 3);
     row.setf("max_ms", ms(latency.max()), 3);
-    if let Some(c) = connect_server_cpu {
-        row.setf("server_cpu_pct", c, 1);
-    }
-    if let Some(c) = connect_bench_cpu {
-        row.setf("bench_cpu_pct", c, 1);
-    }
+    usage.fill(&mut row);
     if let Some(b) = rss_before {
         row.set("rss_before_kib", b);
     }
@@ -233,17 +227,8 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
     {
         row.setf("rss_per_conn_kib", (a as f64 - b as f64) / ok as f64, 2);
     }
-    let mut limits = Vec::new();
-    if let Some(c) = connect_bench_cpu
-        && c >= 90.0
-    {
-        limits.push(format!("generator CPU {c:.0}%"));
-    }
-    if let Some(c) = connect_server_cpu
-        && c >= 90.0
-    {
-        limits.push(format!("server CPU {c:.0}%"));
-    }
+    let mut limits = usage.generator_notes();
+    limits.extend(usage.server_notes());
     row.set("bottleneck", limits.join("; "));
     let verdict = if timed_out {
         format!(
@@ -286,17 +271,9 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
         ),
         _ => println!("  server RSS: n/a (give --server-pid)"),
     }
-    let na = |s: &str| {
-        if s.is_empty() {
-            "n/a".to_string()
-        } else {
-            format!("{s} %")
-        }
-    };
     println!(
-        "  CPU during connect (percent of one core): server {}, generator {}",
-        na(row.get("server_cpu_pct")),
-        na(row.get("bench_cpu_pct"))
+        "  CPU during connect (percent of one core): {}",
+        usage.describe()
     );
     if spread_note || o.source_addrs > 1 {
         println!(

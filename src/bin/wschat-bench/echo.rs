@@ -6,7 +6,7 @@ use crate::args::Opts;
 use crate::conn::{Conn, ConnError, Incoming};
 use crate::report::Row;
 use crate::stats::{Histogram, ms};
-use crate::sys::CpuMeter;
+use crate::sys::{CpuMeter, Usage};
 use crate::ws;
 use mio::{Events, Poll, Token};
 use std::collections::BTreeMap;
@@ -21,20 +21,36 @@ struct Client {
     expect_seq: u64,
 }
 
-fn message(seq: u64, now_ns: u64, size: usize) -> Vec<u8> {
-    let mut m = format!("{seq}:{now_ns}:").into_bytes();
+/// Writes message `seq` into `m`: `<seq>:<now_ns>:` padded with `e` to
+/// `size` bytes.
+fn message(m: &mut Vec<u8>, seq: u64, now_ns: u64, size: usize) {
+    use std::io::Write as _;
+    m.clear();
+    // Writing to a Vec cannot fail.
+    let _ = write!(m, "{seq}:{now_ns}:");
     let pad = size.saturating_sub(m.len());
     m.extend(std::iter::repeat_n(b'e', pad));
-    m
 }
 
-/// `(seq, send_ns)` from an echoed message.
-fn parse(p: &[u8]) -> Option<(u64, u64)> {
-    let s = std::str::from_utf8(p).ok()?;
-    let mut it = s.splitn(3, ':');
-    let seq = it.next()?.parse().ok()?;
-    let ns = it.next()?.parse().ok()?;
-    Some((seq, ns))
+/// Parses `<digits>:` from the front.
+fn number(s: &[u8]) -> Option<(u64, &[u8])> {
+    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 19 || s.get(n) != Some(&b':') {
+        return None;
+    }
+    let v = s[..n]
+        .iter()
+        .fold(0u64, |v, &b| v * 10 + u64::from(b - b'0'));
+    Some((v, &s[n + 1..]))
+}
+
+/// `(seq, send_ns)` from an echoed message, if it is exactly what
+/// [`message`] wrote for them (checked without building it again).
+fn parse(p: &[u8], size: usize) -> Option<(u64, u64)> {
+    let (seq, rest) = number(p)?;
+    let (ns, pad) = number(rest)?;
+    let header = p.len() - pad.len();
+    (p.len() == size.max(header) && pad.iter().all(|&b| b == b'e')).then_some((seq, ns))
 }
 
 pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
@@ -73,6 +89,7 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
     let mut meters: Option<(Option<CpuMeter>, CpuMeter)> = None;
     let pid = o.server_pid.map(|p| p.to_string());
     let mut disconnects = 0u64;
+    let mut msg = Vec::with_capacity(o.size + 32);
 
     loop {
         let now = now_ns();
@@ -122,12 +139,8 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
                 res = c.conn.on_readable(&mut scratch, |inc| {
                     if let Incoming::Message(op, p) = inc {
                         replies += 1;
-                        match parse(p) {
-                            Some((seq, sent))
-                                if op == ws::OP_TEXT
-                                    && seq == *expect
-                                    && p == message(seq, sent, o.size) =>
-                            {
+                        match parse(p, o.size) {
+                            Some((seq, sent)) if op == ws::OP_TEXT && seq == *expect => {
                                 *expect += 1;
                                 if sent >= from && t < end_ns {
                                     round_trips += 1;
@@ -157,9 +170,9 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
             if to_send > 0 {
                 let t = now_ns();
                 for _ in 0..to_send {
-                    let m = message(c.next_seq, t, o.size);
+                    message(&mut msg, c.next_seq, t, o.size);
                     c.next_seq += 1;
-                    c.conn.queue_text(&m);
+                    c.conn.queue_text(&msg);
                 }
                 if let Err(e) = c.conn.flush() {
                     *errors.entry(e.kind()).or_default() += 1;
@@ -184,9 +197,9 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
             ));
         }
     }
-    let (server_cpu, bench_cpu) = match &meters {
-        Some((s, b)) => (s.as_ref().and_then(CpuMeter::percent), b.percent()),
-        None => (None, None),
+    let usage = match &meters {
+        Some((s, b)) => Usage::read(s.as_ref(), b),
+        None => Usage::default(),
     };
     let mut row = Row::new(&o.label, "echo", "run");
     row.set("clients", o.clients);
@@ -200,23 +213,9 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
     row.setf("max_ms", ms(latency.max()), 3);
     row.set("disconnects", disconnects);
     row.set("errors", mismatches);
-    if let Some(c) = server_cpu {
-        row.setf("server_cpu_pct", c, 1);
-    }
-    if let Some(c) = bench_cpu {
-        row.setf("bench_cpu_pct", c, 1);
-    }
-    let mut limits = Vec::new();
-    if let Some(c) = bench_cpu
-        && c >= 90.0
-    {
-        limits.push(format!("generator CPU {c:.0}%"));
-    }
-    if let Some(c) = server_cpu
-        && c >= 90.0
-    {
-        limits.push(format!("server CPU {c:.0}%"));
-    }
+    usage.fill(&mut row);
+    let mut limits = usage.generator_notes();
+    limits.extend(usage.server_notes());
     row.set("bottleneck", limits.join("; "));
     let verdict = if disconnects == 0 && mismatches == 0 {
         "ok"
@@ -237,18 +236,8 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
         row.get("p999_ms"),
         row.get("max_ms")
     );
-    let na = |s: &str| {
-        if s.is_empty() {
-            "n/a".to_string()
-        } else {
-            format!("{s} %")
-        }
-    };
-    println!(
-        "  CPU (percent of one core): server {}, generator {}; disconnects {disconnects}, bad echoes {mismatches}",
-        na(row.get("server_cpu_pct")),
-        na(row.get("bench_cpu_pct"))
-    );
+    println!("  CPU (percent of one core): {}", usage.describe());
+    println!("  disconnects {disconnects}, bad echoes {mismatches}");
     if !errors.is_empty() {
         let e: Vec<String> = errors.iter().map(|(k, v)| format!("{k} x{v}")).collect();
         println!("  errors: {}", e.join(", "));
@@ -271,9 +260,15 @@ mod tests {
 
     #[test]
     fn message_roundtrip() {
-        let m = message(7, 123, 100);
+        let mut m = Vec::new();
+        message(&mut m, 7, 123, 100);
         assert_eq!(m.len(), 100);
-        assert_eq!(parse(&m), Some((7, 123)));
-        assert_eq!(parse(b"x:1:"), None);
+        assert_eq!(parse(&m, 100), Some((7, 123)));
+        assert_eq!(parse(&m, 99), None);
+        assert_eq!(parse(b"x:1:", 4), None);
+        message(&mut m, 12345, 678, 4);
+        assert_eq!(parse(&m, 4), Some((12345, 678)));
+        m[9] = b'f';
+        assert_eq!(parse(&m, 4), None);
     }
 }

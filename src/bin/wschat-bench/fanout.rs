@@ -18,7 +18,7 @@ use crate::args::Opts;
 use crate::conn::{Conn, ConnError, Incoming, State};
 use crate::report::Row;
 use crate::stats::{Histogram, ms};
-use crate::sys::CpuMeter;
+use crate::sys::{CpuMeter, Usage};
 use crate::ws;
 use mio::{Events, Poll, Token};
 use std::collections::BTreeMap;
@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 /// Criteria for "sustained" (the definition).
 const MIN_DELIVERY_PCT: f64 = 99.9;
 const MAX_P99_MS: f64 = 100.0;
-/// The generator calls itself the bottleneck above this share of its core...
-const BENCH_CPU_LIMIT: f64 = 90.0;
-/// ...or when its sends leave this much later than scheduled (p99).
+/// The generator calls itself the bottleneck when CPU-bound (see
+/// `sys::CPU_BOUND_PCT`) or when its sends leave this much later than
+/// scheduled (p99).
 const SEND_LAG_LIMIT_MS: f64 = 10.0;
 
 /// Counters for one step. Messages scheduled before `measure_from_ns` (the
@@ -70,7 +70,8 @@ struct Rx {
     errors: BTreeMap<String, u64>,
     /// Frames that were neither ours nor chat bookkeeping.
     unexpected: u64,
-    last_frame: Instant,
+    /// When the last frame arrived (generator clock): settling waits for quiet.
+    last_frame_ns: u64,
 }
 
 pub struct Session<'a> {
@@ -169,7 +170,7 @@ fn parse_bench_frame(payload: &[u8]) -> Option<(usize, u32, u64)> {
 
 impl Rx {
     fn on_message(&mut self, r: usize, payload: &[u8], now_ns: u64) {
-        self.last_frame = Instant::now();
+        self.last_frame_ns = now_ns;
         if let Some((s, seq, sent)) = parse_bench_frame(payload) {
             self.on_bench(r, s, seq, sent, now_ns);
             return;
@@ -236,6 +237,7 @@ pub struct StepResult {
     pub row: Row,
     pub sustained: bool,
     pub generator_limited: bool,
+    pub usage: Usage,
 }
 
 impl<'a> Session<'a> {
@@ -272,7 +274,7 @@ impl<'a> Session<'a> {
                 },
                 errors: BTreeMap::new(),
                 unexpected: 0,
-                last_frame: Instant::now(),
+                last_frame_ns: 0,
             },
             scratch: vec![0; 256 * 1024],
             next_seq: vec![0; o.senders],
@@ -460,8 +462,11 @@ impl<'a> Session<'a> {
     /// Runs the loop until no frame has arrived for `quiet`, at most `max`.
     fn settle(&mut self, quiet: Duration, max: Duration) -> Result<(), String> {
         let until = Instant::now() + max;
-        self.rx.last_frame = Instant::now();
-        while self.rx.last_frame.elapsed() < quiet && Instant::now() < until {
+        self.rx.last_frame_ns = self.now_ns();
+        let quiet_ns = quiet.as_nanos() as u64;
+        while self.now_ns().saturating_sub(self.rx.last_frame_ns) < quiet_ns
+            && Instant::now() < until
+        {
             self.poll_once(Duration::from_millis(20))?;
         }
         Ok(())
@@ -561,9 +566,9 @@ impl<'a> Session<'a> {
             self.poll_once(wait)?;
         }
         self.sched = None;
-        let (server_cpu, bench_cpu) = match &meters {
-            Some((srv, me)) => (srv.as_ref().and_then(CpuMeter::percent), me.percent()),
-            None => (None, None),
+        let usage = match &meters {
+            Some((srv, me)) => Usage::read(srv.as_ref(), me),
+            None => Usage::default(),
         };
         // Drain: wait for the deliveries still in flight.
         let expected = self.rx.step.sent * receivers;
@@ -571,17 +576,10 @@ impl<'a> Session<'a> {
         while self.rx.step.delivered < expected && Instant::now() < drain_until {
             self.poll_once(Duration::from_millis(10))?;
         }
-        Ok(self.result(rate, phase, receivers, server_cpu, bench_cpu))
+        Ok(self.result(rate, phase, receivers, usage))
     }
 
-    fn result(
-        &self,
-        rate: f64,
-        phase: &str,
-        receivers: u64,
-        server_cpu: Option<f64>,
-        bench_cpu: Option<f64>,
-    ) -> StepResult {
+    fn result(&self, rate: f64, phase: &str, receivers: u64, usage: Usage) -> StepResult {
         let o = self.o;
         let st = &self.rx.step;
         let expected = st.sent * receivers;
@@ -592,33 +590,19 @@ impl<'a> Session<'a> {
         };
         let p99 = ms(st.latency.quantile(0.99));
         let lag99 = ms(st.lag.quantile(0.99));
-        let mut limits = Vec::new();
-        if let Some(c) = bench_cpu
-            && c >= BENCH_CPU_LIMIT
-        {
-            limits.push(format!("generator CPU {c:.0}%"));
-        }
-        if lag99 > SEND_LAG_LIMIT_MS {
-            // Behind schedule with CPU to spare means it was not scheduled:
-            // other processes on its core.
-            let hint = match bench_cpu {
-                Some(c) if c < 50.0 => "; generator CPU low: other load on its core?",
-                _ => "",
-            };
+        let mut limits = usage.generator_notes();
+        let lagging = lag99 > SEND_LAG_LIMIT_MS;
+        if lagging {
             limits.push(format!(
-                "generator behind schedule (send lag p99 {lag99:.1} ms{hint})"
+                "generator behind schedule (send lag p99 {lag99:.1} ms)"
             ));
         }
-        let generator_cpu_bound = bench_cpu.is_some_and(|c| c >= BENCH_CPU_LIMIT);
-        let server_cpu_bound = server_cpu.is_some_and(|c| c >= BENCH_CPU_LIMIT);
+        let server_cpu_bound = usage.server_cpu_bound();
         // A saturated server delays everything, the generator's loop
         // included; lag alone then does not make the generator the limit.
-        let generator_limited = generator_cpu_bound || (!limits.is_empty() && !server_cpu_bound);
-        if let Some(c) = server_cpu
-            && server_cpu_bound
-        {
-            limits.push(format!("server CPU {c:.0}%"));
-        }
+        // Neither does waiting for a CPU without falling behind.
+        let generator_limited = usage.generator_cpu_bound() || (lagging && !server_cpu_bound);
+        limits.extend(usage.server_notes());
         let sustained = st.sent > 0
             && pct >= MIN_DELIVERY_PCT
             && p99 <= MAX_P99_MS
@@ -650,12 +634,7 @@ impl<'a> Session<'a> {
         row.setf("max_ms", ms(st.latency.max()), 3);
         row.set("disconnects", st.disconnects);
         row.set("errors", st.server_errors);
-        if let Some(c) = server_cpu {
-            row.setf("server_cpu_pct", c, 1);
-        }
-        if let Some(c) = bench_cpu {
-            row.setf("bench_cpu_pct", c, 1);
-        }
+        usage.fill(&mut row);
         row.setf("send_lag_p99_ms", lag99, 3);
         row.set("bottleneck", limits.join("; "));
         row.set("verdict", verdict);
@@ -663,6 +642,7 @@ impl<'a> Session<'a> {
             row,
             sustained,
             generator_limited,
+            usage,
         }
     }
 
@@ -705,18 +685,7 @@ impl<'a> Session<'a> {
             g("max_ms"),
             g("send_lag_p99_ms")
         );
-        let or_na = |s: &str| {
-            if s.is_empty() {
-                "n/a".to_string()
-            } else {
-                format!("{s} %")
-            }
-        };
-        println!(
-            "  CPU (percent of one core): server {}, generator {}",
-            or_na(g("server_cpu_pct")),
-            or_na(g("bench_cpu_pct"))
-        );
+        println!("  CPU (percent of one core): {}", r.usage.describe());
         if !self.rx.errors.is_empty() {
             println!("  errors: {}", self.error_summary());
         }
@@ -885,7 +854,7 @@ mod tests {
             },
             errors: BTreeMap::new(),
             unexpected: 0,
-            last_frame: Instant::now(),
+            last_frame_ns: 0,
         };
         for seq in [1, 2, 5, 4, 6] {
             rx.on_bench(0, 1, seq, 200, 300);

@@ -32,6 +32,8 @@ pub const COLUMNS: &[&str] = &[
     "errors",
     "server_cpu_pct",
     "bench_cpu_pct",
+    "server_wait_pct",
+    "bench_wait_pct",
     "send_lag_p99_ms",
     "handshakes_per_s",
     "conn_ok",

@@ -29,11 +29,19 @@ pub fn rss_kib(pid: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Nanoseconds the main thread of a process spent runnable but waiting for
+/// a CPU (field 2 of `/proc/PID/schedstat`): time other processes took.
+pub fn runqueue_wait_ns(pid: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    s.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Measures the CPU share of one process over an interval, in percent of one
-/// core (200 % is two cores flat out).
+/// core (200 % is two cores flat out), and how long it waited for a CPU.
 pub struct CpuMeter {
     pid: String,
     start_cpu: Option<f64>,
+    start_wait: Option<u64>,
     start: std::time::Instant,
 }
 
@@ -42,6 +50,7 @@ impl CpuMeter {
         CpuMeter {
             pid: pid.to_string(),
             start_cpu: cpu_seconds(pid),
+            start_wait: runqueue_wait_ns(pid),
             start: std::time::Instant::now(),
         }
     }
@@ -53,6 +62,118 @@ impl CpuMeter {
         let now = cpu_seconds(&self.pid)?;
         let before = self.start_cpu?;
         (wall > 0.0).then(|| (now - before) / wall * 100.0)
+    }
+
+    /// Percent of the interval the process was ready to run but had no CPU:
+    /// on a shared machine, the share other work took from it.
+    pub fn wait_percent(&self) -> Option<f64> {
+        let wall = self.start.elapsed().as_secs_f64();
+        let now = runqueue_wait_ns(&self.pid)?;
+        let before = self.start_wait?;
+        (wall > 0.0).then(|| now.saturating_sub(before) as f64 / 1e9 / wall * 100.0)
+    }
+}
+
+/// Above this share of its core a process counts as CPU-bound.
+pub const CPU_BOUND_PCT: f64 = 90.0;
+/// Above this share of the window spent waiting for a CPU, a process was
+/// starved by other work on the machine.
+pub const STARVED_PCT: f64 = 10.0;
+
+/// CPU use of the server and the generator over a measured window.
+#[derive(Clone, Copy, Default)]
+pub struct Usage {
+    pub server_cpu: Option<f64>,
+    pub bench_cpu: Option<f64>,
+    pub server_wait: Option<f64>,
+    pub bench_wait: Option<f64>,
+}
+
+impl Usage {
+    pub fn read(server: Option<&CpuMeter>, me: &CpuMeter) -> Usage {
+        Usage {
+            server_cpu: server.and_then(CpuMeter::percent),
+            bench_cpu: me.percent(),
+            server_wait: server.and_then(CpuMeter::wait_percent),
+            bench_wait: me.wait_percent(),
+        }
+    }
+
+    pub fn generator_cpu_bound(&self) -> bool {
+        self.bench_cpu.is_some_and(|c| c >= CPU_BOUND_PCT)
+    }
+
+    pub fn server_cpu_bound(&self) -> bool {
+        self.server_cpu.is_some_and(|c| c >= CPU_BOUND_PCT)
+    }
+
+    /// The generator's own limits, as notes for the report.
+    pub fn generator_notes(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(c) = self.bench_cpu
+            && c >= CPU_BOUND_PCT
+        {
+            v.push(format!("generator CPU {c:.0}%"));
+        }
+        if let Some(w) = self.bench_wait
+            && w >= STARVED_PCT
+        {
+            v.push(format!(
+                "generator waited for a CPU {w:.0}% of the time (other threads or processes)"
+            ));
+        }
+        v
+    }
+
+    /// The server's, likewise.
+    pub fn server_notes(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(c) = self.server_cpu
+            && c >= CPU_BOUND_PCT
+        {
+            v.push(format!("server CPU {c:.0}%"));
+        }
+        if let Some(w) = self.server_wait
+            && w >= STARVED_PCT
+        {
+            v.push(format!(
+                "server waited for a CPU {w:.0}% of the time (other threads or processes)"
+            ));
+        }
+        v
+    }
+
+    pub fn fill(&self, row: &mut crate::report::Row) {
+        let cols = [
+            ("server_cpu_pct", self.server_cpu),
+            ("bench_cpu_pct", self.bench_cpu),
+            ("server_wait_pct", self.server_wait),
+            ("bench_wait_pct", self.bench_wait),
+        ];
+        for (col, v) in cols {
+            if let Some(v) = v {
+                row.setf(col, v, 1);
+            }
+        }
+    }
+
+    /// "server 40 %, generator 35 %" plus waits worth mentioning.
+    pub fn describe(&self) -> String {
+        let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0} %"));
+        let mut s = format!(
+            "server {}, generator {}",
+            pct(self.server_cpu),
+            pct(self.bench_cpu)
+        );
+        let waits = [("server", self.server_wait), ("generator", self.bench_wait)];
+        for (who, w) in waits {
+            if let Some(w) = w
+                && w >= 1.0
+            {
+                s.push_str(&format!("; {who} waited for a CPU {w:.0} % of the time"));
+            }
+        }
+        s
     }
 }
 
@@ -72,82 +193,20 @@ pub fn raise_fd_limit() -> u64 {
 /// Starts a non-blocking TCP connect to `dst` from `src` (port chosen by the
 /// kernel). Each source address has its own ephemeral port range, which is
 /// how the connect mode gets past about 28 000 connections to one port.
-///
-/// The standard library and `mio` have no bind-before-connect and the
-/// project's `rustix` is built without its `net` feature, so this makes the
-/// three system calls itself through the C library the standard library
-/// already links.
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+/// (The standard library and `mio` have no bind-before-connect.)
 pub fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<std::net::TcpStream> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-
-    // `struct sockaddr_in` from <netinet/in.h>: 16 bytes, fields in network
-    // byte order.
-    #[repr(C)]
-    struct SockaddrIn {
-        family: u16,
-        port: [u8; 2],
-        addr: [u8; 4],
-        zero: [u8; 8],
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::bind(&fd, &SocketAddrV4::new(src, 0))?;
+    match rustix::net::connect(&fd, &dst) {
+        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => Ok(std::net::TcpStream::from(fd)),
+        Err(e) => Err(e.into()),
     }
-    const AF_INET: i32 = 2;
-    const SOCK_STREAM: i32 = 1;
-    // Same values on x86_64 and aarch64 (the cfg above).
-    const SOCK_NONBLOCK: i32 = 0o4000;
-    const SOCK_CLOEXEC: i32 = 0o2000000;
-    const EINPROGRESS: i32 = 115;
-
-    unsafe extern "C" {
-        fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
-        fn bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-        fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-    }
-
-    let sa = |ip: Ipv4Addr, port: u16| SockaddrIn {
-        family: AF_INET as u16,
-        port: port.to_be_bytes(),
-        addr: ip.octets(),
-        zero: [0; 8],
-    };
-    let len = std::mem::size_of::<SockaddrIn>() as u32;
-    // SAFETY: plain system calls on integers and on pointers to live,
-    // correctly laid out `sockaddr_in` values; the kernel does not keep the
-    // pointers past the call.
-    let fd = unsafe { socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a descriptor this function just created and owns; the
-    // `OwnedFd` closes it on every path below.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let local = sa(src, 0);
-    // SAFETY: as for `socket` above.
-    if unsafe { bind(fd, &local, len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let remote = sa(*dst.ip(), dst.port());
-    // SAFETY: as for `socket` above.
-    if unsafe { connect(fd, &remote, len) } != 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(EINPROGRESS) {
-            return Err(err);
-        }
-    }
-    Ok(std::net::TcpStream::from(owned))
-}
-
-#[cfg(not(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-)))]
-pub fn connect_from(_src: Ipv4Addr, _dst: SocketAddrV4) -> io::Result<std::net::TcpStream> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "source addresses need Linux on x86_64 or aarch64",
-    ))
 }
 
 #[cfg(test)]
@@ -157,6 +216,10 @@ mod tests {
     #[test]
     fn reads_own_proc() {
         assert!(cpu_seconds("self").is_some());
+        // schedstat needs CONFIG_SCHED_INFO; where it exists it parses.
+        if std::path::Path::new("/proc/self/schedstat").exists() {
+            assert!(runqueue_wait_ns("self").is_some());
+        }
         assert!(rss_kib("self").unwrap_or(0) > 0);
     }
 
