@@ -133,6 +133,8 @@ pub struct Server {
     /// Names freed whose `leave` is still to be sent.
     leaving: Vec<Box<str>>,
     read_buffer: Vec<u8>,
+    /// Reused for the 101 response and first user list of each handshake.
+    greeting: Vec<u8>,
     /// Sockets answered 503 at the door, drained until EOF or their deadline.
     door_rejects: VecDeque<(TcpStream, Instant)>,
     shutdown_requested: Arc<AtomicBool>,
@@ -190,6 +192,7 @@ impl Server {
             closes: Vec::new(),
             leaving: Vec::new(),
             read_buffer: vec![0; READ_BUFFER],
+            greeting: Vec::new(),
             door_rejects: VecDeque::new(),
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
@@ -515,20 +518,40 @@ impl Server {
         let Phase::AwaitingHandshake { head } = &mut slot.conn.phase else {
             return;
         };
+        if head.is_empty() {
+            // The usual case: the whole head in one read, parsed where it
+            // lies, so a handshake allocates no head buffer.
+            match http::find_head_end(data, 0) {
+                Some(end) if end <= MAX_HEAD_BYTES => {
+                    self.on_complete_head(t, &data[..end], &data[end..]);
+                }
+                None if data.len() <= MAX_HEAD_BYTES => head.extend_from_slice(data),
+                _ => self.head_too_large(t),
+            }
+            return;
+        }
         let searched = head.len();
         head.extend_from_slice(data);
-        let end = match http::find_head_end(head, searched) {
-            Some(end) if end <= MAX_HEAD_BYTES => end,
-            None if head.len() <= MAX_HEAD_BYTES => return,
-            _ => {
-                self.metrics.rejected("head_too_large");
-                self.respond_error(t, 431, &[], "request head over 8192 bytes");
-                return;
+        match http::find_head_end(head, searched) {
+            Some(end) if end <= MAX_HEAD_BYTES => {
+                let whole = std::mem::take(head);
+                let (head, rest) = whole.split_at(end);
+                self.on_complete_head(t, head, rest);
             }
-        };
-        let mut head = std::mem::take(head);
-        let rest = head.split_off(end);
-        let request = match Request::parse(&head) {
+            None if head.len() <= MAX_HEAD_BYTES => {}
+            _ => self.head_too_large(t),
+        }
+    }
+
+    fn head_too_large(&mut self, t: usize) {
+        self.metrics.rejected("head_too_large");
+        self.respond_error(t, 431, &[], "request head over 8192 bytes");
+    }
+
+    /// Answers a complete request head; `rest` is what followed it in the
+    /// same read (a client may send its first frame at once).
+    fn on_complete_head(&mut self, t: usize, head: &[u8], rest: &[u8]) {
+        let request = match Request::parse(head) {
             Ok(request) => request,
             Err(e) => {
                 self.metrics.rejected("bad_request");
@@ -549,8 +572,7 @@ impl Server {
             } => {
                 self.open_websocket(t, request.path, &accept, subprotocol);
                 if !rest.is_empty() {
-                    // The client's first frames came in the same read.
-                    self.on_frame_bytes(t, &rest);
+                    self.on_frame_bytes(t, rest);
                 }
             }
         }
@@ -637,29 +659,48 @@ impl Server {
         let now = self.now;
         let idle = self.idle_deadline();
         let echo = self.config.echo && path == "/echo";
+        // The 101 and, for chat, the user list go out in one direct write
+        // from a reused buffer: a connection that then stays idle never
+        // allocates an output buffer at all.
+        let mut greeting = std::mem::take(&mut self.greeting);
+        greeting.clear();
+        handshake::accept_response(&mut greeting, accept, subprotocol);
         let app = if echo {
             AppState::Echo
         } else {
+            let mut room = room!(self);
+            greeting.extend_from_slice(self.chat.users_frame(&mut room));
+            self.metrics.messages_sent[AppLabel::Chat as usize] += 1;
             AppState::Chat(self.chat.new_peer(now))
         };
-        let Some(slot) = self.conns.get_mut(t) else {
-            return;
-        };
-        handshake::accept_response(&mut slot.conn.out, accept, subprotocol);
-        slot.conn.phase = Phase::Open;
-        slot.conn.deadline = idle;
-        slot.app = app;
-        info!(
-            "open {} {} ({})",
-            slot.conn.peer,
-            path,
-            if echo { "echo" } else { "chat" }
-        );
-        self.mark_dirty(t);
-        if !echo {
-            let mut room = room!(self);
-            self.chat.on_open(&mut room, t);
+        if let Some(slot) = self.conns.get_mut(t) {
+            slot.conn.phase = Phase::Open;
+            slot.conn.deadline = idle;
+            slot.app = app;
+            info!(
+                "open {} {} ({})",
+                slot.conn.peer,
+                path,
+                if echo { "echo" } else { "chat" }
+            );
+            match slot.conn.socket.write(&greeting) {
+                Ok(written) => {
+                    self.metrics.bytes_sent += written as u64;
+                    if let Some(unsent) = greeting.get(written..)
+                        && !unsent.is_empty()
+                    {
+                        slot.conn.out.extend_from_slice(unsent);
+                        self.mark_dirty(t);
+                    }
+                }
+                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                    slot.conn.out.extend_from_slice(&greeting);
+                    self.mark_dirty(t);
+                }
+                Err(e) => self.drop_connection(t, &format!("write error: {e}")),
+            }
         }
+        self.greeting = greeting;
     }
 
     fn idle_deadline(&self) -> Instant {

@@ -153,6 +153,12 @@ impl Chat {
         room.send(slot, &self.frame);
     }
 
+    /// The framed user list, for a caller that sends it itself.
+    pub fn users_frame(&mut self, room: &mut impl Room) -> &[u8] {
+        self.build_users(room);
+        &self.frame
+    }
+
     /// Frees a name at once (the `leave` may be announced a moment later).
     pub fn forget(&mut self, name: &str) {
         self.names.remove(&name.to_lowercase());
@@ -378,14 +384,19 @@ impl Chat {
         encode_frame(&mut self.frame, Opcode::Text, &self.json);
     }
 
-    fn build_users(&mut self, room: &impl Room) {
+    /// The user list, walked through the name index: its cost grows with
+    /// the named users, not with every connection open.
+    fn build_users(&mut self, room: &mut impl Room) {
         let json = &mut self.json;
         json.clear();
         json.extend_from_slice(b"{\"type\":\"users\",\"users\":[");
         let mut first = true;
-        room.for_each_peer(&mut |peer| {
+        for &slot in self.names.values() {
+            let Some(peer) = room.peer(slot) else {
+                continue;
+            };
             let Some(name) = &peer.name else {
-                return;
+                continue;
             };
             if !first {
                 json.push(b',');
@@ -396,7 +407,7 @@ impl Chat {
             json.extend_from_slice(b",\"color\":\"");
             json.extend_from_slice(&peer.color);
             json.extend_from_slice(b"\"}");
-        });
+        }
         json.extend_from_slice(b"]}");
         self.seal();
     }
