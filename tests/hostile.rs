@@ -422,3 +422,41 @@ fn a_chat_flood_is_handled_a_slice_per_turn() {
         "echo round trip {worst:?} during a chat flood"
     );
 }
+
+#[test]
+fn a_client_that_sends_faster_than_it_reads_is_slowed_not_dropped() {
+    // Backpressure: while its echoes pile up, the server stops reading the
+    // client, so TCP holds the client back instead of the output cap
+    // dropping it.
+    let server = TestServer::with(|c| {
+        c.echo = true;
+        c.max_output_bytes = 256 * 1024;
+        c.max_message_bytes = 64 * 1024;
+    });
+    let raw = raw::ws(server.addr, "/echo");
+    let mut writer_stream = raw.stream.try_clone().unwrap();
+    let messages = 200;
+    let payload = vec![b'e'; 32 * 1024];
+    let writer = thread::spawn(move || {
+        for i in 0..messages {
+            let mut p = payload.clone();
+            p[0] = i as u8;
+            if writer_stream.write_all(&frame(true, BINARY, &p)).is_err() {
+                return i;
+            }
+        }
+        messages
+    });
+    // Not reading for a while: the server must not drop us meanwhile.
+    thread::sleep(Duration::from_millis(1500));
+    let mut raw = raw;
+    for i in 0..messages {
+        let echo = raw.read_frame();
+        assert_eq!(echo.opcode, BINARY, "echo {i} is {:?}", echo.close_code());
+        assert_eq!(echo.payload.len(), 32 * 1024);
+        assert_eq!(echo.payload[0], i as u8);
+    }
+    assert_eq!(writer.join().unwrap(), messages);
+    let m = scrape(server.addr);
+    assert_eq!(m.get("wschat_slow_consumers_dropped_total"), 0.0);
+}
