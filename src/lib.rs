@@ -3,8 +3,9 @@
 //! Where to look:
 //! - [`config`]: the command line and `WSCHAT_*` variables (PROTOCOL section 8).
 //! - [`server`]: the `mio` poll loop. It owns a `slab` of connections, accepts,
-//!   reads, runs timers through the poll timeout, and flushes every connection
-//!   that received output once per loop turn.
+//!   reads (`server/input.rs`), runs timers through the poll timeout, and
+//!   flushes every connection that received output once per loop turn
+//!   (`server/output.rs`); `server/room.rs` is the chat's view of the slab.
 //! - [`engine`]: the protocol engine, independent of any application:
 //!   [`engine::http`] parses request heads and writes plain responses,
 //!   [`engine::handshake`] decides the opening handshake (PROTOCOL section 2),
