@@ -243,9 +243,21 @@ fn name_taken_is_case_insensitive() {
         bob.send(json!({"name": name, "message": "hi"}));
         bob.expect_error("name_taken");
     }
+    // A taken name with a colour: the colour does not change either.
+    let bob_color = user_color(&observer.barrier(), "bob");
+    let other = if bob_color == "123456" {
+        "654321"
+    } else {
+        "123456"
+    };
+    bob.send(json!({"type": "join", "name": "Alice", "color": other}));
+    bob.expect_error("name_taken");
+    bob.send(json!({"name": "Alice", "message": "x", "color": other}));
+    bob.expect_error("name_taken");
     // Nothing reached anyone else, bob is still bob.
     let users = observer.barrier();
     assert_eq!(user_names(&users), ["alice", "bob", "élodie"]);
+    assert_eq!(user_color(&users, "bob"), bob_color);
     bob.send(json!({"message": "still bob"}));
     assert_fields(&observer.recv(), &usermsg("bob", "still bob"));
 }
@@ -744,4 +756,60 @@ fn pings_are_answered_with_the_same_payload() {
         Got::Msg(Message::Pong(payload)) => assert_eq!(&payload[..], b"are you there"),
         other => panic!("expected a pong, got {other:?}"),
     }
+}
+
+#[test]
+fn private_message_that_claims_a_name_sends_the_join_first() {
+    let server = TestServer::new();
+    let mut bob = Client::named(server.addr, "bob");
+    let mut alice = Client::chat(server.addr);
+    alice.send(json!({"name": "alice", "message": "hi bob", "toname": "bob"}));
+    for client in [&mut bob, &mut alice] {
+        assert_fields(&client.recv(), &join_event("alice"));
+        assert_fields(
+            &client.recv(),
+            &json!({"type": "usermsg", "name": "alice", "message": "hi bob", "toname": "bob", "private": true}),
+        );
+    }
+}
+
+#[test]
+fn json_escaping_round_trips_any_text() {
+    // The server writes its JSON by hand: every character must survive.
+    let server = TestServer::new();
+    let mut observer = Client::chat(server.addr);
+    let mut c = Client::chat(server.addr);
+    let name = "q\"uo\\te</script>\u{1}".replace('\u{1}', "ü");
+    let text = "quote\" back\\slash /slash nl\n tab\t nul\u{0} bell\u{7} esc\u{1b} \
+                del\u{7f} c1\u{85}x emoji😀 bidi\u{202e} ls\u{2028}ps\u{2029} bom\u{feff} end";
+    c.send(json!({"name": name, "message": text}));
+    for client in [&mut c, &mut observer] {
+        assert_fields(&client.recv(), &join_event(&name));
+        assert_fields(&client.recv(), &usermsg(&name, text));
+    }
+    let users = observer.barrier();
+    assert_eq!(user_names(&users), vec![name.clone()]);
+    c.send(json!({"type": "join", "name": "plain"}));
+    assert_fields(&observer.recv(), &rename_event(&name, "plain"));
+}
+
+#[test]
+fn deeply_nested_json_does_not_hurt_the_server() {
+    let server = TestServer::new();
+    let mut c = Client::named(server.addr, "deep");
+    let deep = format!(
+        r#"{{"x":{}1{},"message":"hi"}}"#,
+        "[".repeat(20_000),
+        "]".repeat(20_000)
+    );
+    c.send_text(&deep);
+    let reply = c.recv();
+    assert!(
+        reply["type"] == "error" || reply["type"] == "usermsg",
+        "unexpected reply {reply}"
+    );
+    c.send_text(&"[".repeat(50_000));
+    c.expect_error("bad_json");
+    c.send(json!({"message": "still here"}));
+    assert_fields(&c.recv(), &usermsg("deep", "still here"));
 }

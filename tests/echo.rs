@@ -153,3 +153,35 @@ fn without_echo_flag_echo_path_is_chat() {
     client.send_binary(b"bin");
     assert_eq!(client.expect_close(), Some(1003));
 }
+
+#[test]
+fn echo_uses_each_length_encoding_correctly() {
+    let server = TestServer::with(|c| {
+        c.echo = true;
+        c.max_message_bytes = 200_000;
+    });
+    let mut raw = raw::ws(server.addr, "/echo");
+    // 7-bit, 16-bit and 64-bit lengths at their edges; the raw reader
+    // rejects non-minimal encodings.
+    for len in [0usize, 125, 126, 65535, 65536, 100_000] {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        raw.send(&frame(true, BINARY, &payload));
+        let f = raw.read_frame();
+        assert!(f.fin);
+        assert_eq!(f.opcode, BINARY);
+        assert!(f.payload == payload, "echo of {len} bytes differs");
+    }
+}
+
+#[test]
+fn empty_fragments_are_fine() {
+    let server = echo_server();
+    let mut raw = raw::ws(server.addr, "/echo");
+    raw.send(&frame(false, TEXT, b""));
+    raw.send(&frame(false, CONT, b"ab"));
+    raw.send(&frame(false, CONT, b""));
+    raw.send(&frame(true, CONT, b""));
+    let f = raw.read_frame();
+    assert!(f.fin);
+    assert_eq!((f.opcode, f.payload.as_slice()), (TEXT, &b"ab"[..]));
+}

@@ -391,3 +391,32 @@ fn binary_on_chat_is_1003_raw() {
     raw.send(&frame(true, BINARY, b"\x01\x02"));
     expect_error_close(&mut raw, 1003);
 }
+
+#[test]
+fn close_timeout_holds_even_while_the_peer_keeps_talking() {
+    let server = TestServer::with(|c| c.close_timeout = Duration::from_secs(1));
+    let mut raw = raw::chat(server.addr);
+    raw.send(&frame(true, BINARY, b"x"));
+    raw.expect_close(Some(1003));
+    // Keep sending frames, never a close: they are discarded and do not
+    // extend the deadline.
+    let start = Instant::now();
+    let closed = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "server kept the connection open while the peer kept sending"
+        );
+        if raw.try_send(&frame(true, PING, b"still here")).is_err() {
+            break start.elapsed();
+        }
+        match raw.next_within(Duration::from_millis(100)) {
+            Next::Timeout => {}
+            Next::Eof | Next::Reset => break start.elapsed(),
+            Next::Frame(f) => panic!("frame after the server's close: {f:?}"),
+        }
+    };
+    assert!(
+        closed >= Duration::from_millis(700) && closed <= Duration::from_millis(2500),
+        "closed after {closed:?} with --close-timeout 1"
+    );
+}

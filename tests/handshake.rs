@@ -492,9 +492,8 @@ fn handshake_timeout_closes_without_a_response() {
     raw.send(head);
     let mut closed = None;
     while start.elapsed() < Duration::from_secs(4) {
-        if raw.try_send(b"a").is_err() {
-            // Write failed: the server is gone; confirm by reading.
-        }
+        // A failed write means the server is gone; the read below tells.
+        let _ = raw.try_send(b"a");
         match raw.next_within(Duration::from_millis(200)) {
             Next::Timeout => continue,
             Next::Eof | Next::Reset => {
@@ -565,4 +564,55 @@ fn error_responses_close_the_connection() {
     // read_response panics unless the server closes after the response.
     let response = raw::http(server.addr, &req);
     assert_eq!(response.status, 426);
+}
+
+#[test]
+fn frames_after_the_head_do_not_count_toward_the_head_limit() {
+    let server = TestServer::new();
+    let key = new_key();
+    let mut bytes = upgrade_request("/", &key, &[]).into_bytes();
+    bytes.extend(raw::frame(
+        true,
+        raw::TEXT,
+        br#"{"type":"join","name":"bulk"}"#,
+    ));
+    let line = format!(r#"{{"message":"{}"}}"#, "b".repeat(1900));
+    for _ in 0..6 {
+        bytes.extend(raw::frame(true, raw::TEXT, line.as_bytes()));
+    }
+    assert!(bytes.len() > 8192 + 2000);
+    let mut raw = Raw::connect(server.addr);
+    raw.send(&bytes);
+    let response = raw.read_head();
+    raw::assert_switching(&response, &key);
+    assert_eq!(raw.read_json()["type"], "users");
+    assert_eq!(raw.read_json()["event"], "join");
+    for _ in 0..6 {
+        let msg = raw.read_json();
+        assert_eq!(msg["type"], "usermsg", "{msg}");
+        assert_eq!(msg["message"].as_str().map(str::len), Some(1900));
+    }
+}
+
+#[test]
+fn head_and_frames_may_arrive_one_byte_at_a_time() {
+    let server = TestServer::new();
+    let key = new_key();
+    let mut bytes = upgrade_request("/", &key, &[]).into_bytes();
+    bytes.extend(raw::frame(
+        true,
+        raw::TEXT,
+        br#"{"type":"join","name":"slowpoke"}"#,
+    ));
+    let mut raw = Raw::connect(server.addr);
+    for b in &bytes {
+        raw.send(std::slice::from_ref(b));
+        thread::sleep(Duration::from_micros(300));
+    }
+    let response = raw.read_head();
+    raw::assert_switching(&response, &key);
+    assert_eq!(raw.read_json()["type"], "users");
+    let join = raw.read_json();
+    assert_eq!(join["event"], "join", "{join}");
+    assert_eq!(join["name"], "slowpoke");
 }

@@ -215,3 +215,16 @@ fn plain_http_closes_even_when_the_client_asks_for_keep_alive() {
     assert_eq!(response.status, 200);
     assert_connection_close(&response);
 }
+
+#[test]
+fn request_followed_by_half_close_still_gets_its_response() {
+    // Like `printf 'GET /healthz ...' | nc -N`: the client ends its side
+    // right after the request.
+    let server = TestServer::new();
+    let mut raw = raw::Raw::connect(server.addr);
+    raw.send(request("GET /healthz HTTP/1.1", &["Host: 127.0.0.1"]).as_bytes());
+    raw.shutdown_write();
+    let response = raw.read_response();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, b"ok\n");
+}

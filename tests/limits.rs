@@ -174,7 +174,6 @@ fn slow_consumer_is_dropped_1008() {
             match reader.next_within(Duration::from_secs(2)) {
                 Next::Frame(f) if f.opcode == TEXT => {
                     let msg = f.json();
-
                     if msg["event"] == "leave" && msg["name"] == "slow" {
                         reader_flag.store(true, Ordering::SeqCst);
                         return;
@@ -205,11 +204,14 @@ fn slow_consumer_is_dropped_1008() {
     while !saw_leave.load(Ordering::SeqCst) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
+    if let Err(panic) = reader.join() {
+        // The reader's own failure (e.g. the flooder was closed) says more.
+        std::panic::resume_unwind(panic);
+    }
     assert!(
         saw_leave.load(Ordering::SeqCst),
         "slow consumer not dropped after {sent} messages of 4 kB with --max-output-bytes 256 KiB"
     );
-    let _ = reader.join();
 
     // Slow finally reads: whatever was queued, then a 1008 close.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -340,11 +342,16 @@ fn library_shutdown_sends_1001_and_run_returns() {
     let handle = server.handle();
     let start = Instant::now();
     handle.shutdown();
-    // Only the first close matters here; a leave for "a" may reach b first.
-    a.expect_close(Some(1001));
-    b.expect_close(Some(1001));
+    // 1001 goes to everyone at once: nothing before it (no leave for "a"
+    // reaches b), nothing after it.
+    let before_a = a.expect_close(Some(1001));
+    let before_b = b.expect_close(Some(1001));
+    assert!(before_a.is_empty(), "{before_a:?}");
+    assert!(before_b.is_empty(), "{before_b:?}");
     a.reply_close(1001);
     b.reply_close(1001);
+    a.expect_tcp_closed(Duration::from_secs(2));
+    b.expect_tcp_closed(Duration::from_secs(2));
     // Plain HTTP connections are closed.
     match pending_http.next_within(Duration::from_secs(2)) {
         Next::Eof | Next::Reset => {}
@@ -376,4 +383,49 @@ fn shutdown_waits_at_most_shutdown_timeout_for_replies() {
         took <= Duration::from_millis(2500),
         "shutdown took {took:?}"
     );
+}
+
+#[test]
+fn each_connection_has_its_own_bucket() {
+    let server = TestServer::with(|c| c.rate_limit = 1);
+    let mut a = raw::chat(server.addr);
+    let mut b = raw::chat(server.addr);
+    a.send(&burst(&[
+        r#"{"type":"users"}"#,
+        r#"{"type":"users"}"#,
+        r#"{"type":"users"}"#,
+    ]));
+    assert_eq!(a.read_json()["type"], "users");
+    assert_eq!(a.read_json()["type"], "users");
+    assert_fields(&a.read_json(), &json!({"code": "rate_limited"}));
+    // b's bucket is still full.
+    b.send(&burst(&[r#"{"type":"users"}"#, r#"{"type":"users"}"#]));
+    assert_eq!(b.read_json()["type"], "users");
+    assert_eq!(b.read_json()["type"], "users");
+}
+
+#[test]
+fn a_chatty_peer_is_never_pinged() {
+    let server = TestServer::with(|c| c.idle_timeout = Duration::from_secs(1));
+    let mut raw = raw::chat(server.addr);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(2500) {
+        raw.send_json(&json!({"type": "users"}));
+        let f = raw.read_frame();
+        assert_eq!(f.opcode, TEXT, "a peer that talks is not silent: {f:?}");
+        assert_eq!(f.json()["type"], "users");
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn handshake_timeout_does_not_apply_once_open() {
+    let server = TestServer::with(|c| c.handshake_timeout = Duration::from_secs(1));
+    let mut raw = raw::chat(server.addr);
+    match raw.next_within(Duration::from_millis(1600)) {
+        Next::Timeout => {}
+        other => panic!("open WebSocket disturbed after the handshake timeout: {other:?}"),
+    }
+    raw.send_json(&json!({"type": "users"}));
+    assert_eq!(raw.read_json()["type"], "users");
 }

@@ -249,3 +249,34 @@ fn message_byte_and_rate_counters_grow() {
     assert!(diff(&m1, &m0, r#"wschat_messages_received_total{app="echo"}"#) <= 3.0);
     assert!(diff(&m1, &m0, r#"wschat_messages_received_total{app="chat"}"#) <= 3.0);
 }
+
+#[test]
+fn closing_state_is_visible_while_the_server_waits_for_a_reply() {
+    let server = TestServer::with(|c| c.close_timeout = Duration::from_secs(5));
+    let mut r = raw::chat(server.addr);
+    r.send(&frame(true, raw::BINARY, b"b"));
+    r.expect_close(Some(1003));
+    // We do not reply: the connection is closing until we do.
+    let m = scrape(server.addr);
+    assert_eq!(
+        m.get(r#"wschat_connections_open{state="closing"}"#),
+        1.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.get(r#"wschat_connections_open{state="open"}"#),
+        0.0,
+        "{}",
+        m.text
+    );
+    r.reply_close(1003);
+    r.expect_tcp_closed(Duration::from_secs(1));
+    let m = scrape(server.addr);
+    assert_eq!(
+        m.get(r#"wschat_connections_open{state="closing"}"#),
+        0.0,
+        "{}",
+        m.text
+    );
+}

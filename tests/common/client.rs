@@ -2,7 +2,7 @@
 //! implementation), with JSON helpers.
 
 use serde_json::{Value, json};
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocket;
@@ -10,8 +10,41 @@ use tungstenite::{Error, Message};
 
 use super::{QUIET, READ_TIMEOUT};
 
+/// A `TcpStream` whose reads and writes are retried when a signal
+/// interrupts them. Test binaries that spawn `wschat` receive SIGCHLD, and a
+/// socket call with a timeout (SO_RCVTIMEO) then fails with EINTR instead of
+/// being restarted; tungstenite would report that as a broken connection.
+#[derive(Debug)]
+pub struct Stream(pub TcpStream);
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 pub struct Client {
-    pub ws: WebSocket<TcpStream>,
+    pub ws: WebSocket<Stream>,
 }
 
 /// What the next read produced.
@@ -30,7 +63,7 @@ impl Client {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
         let url = format!("ws://{addr}{path}");
-        let (ws, response) = tungstenite::client::client(url.as_str(), stream)
+        let (ws, response) = tungstenite::client::client(url.as_str(), Stream(stream))
             .unwrap_or_else(|e| panic!("WebSocket handshake to {url} failed: {e}"));
         assert_eq!(response.status().as_u16(), 101);
         Client { ws }
@@ -92,7 +125,7 @@ impl Client {
                 return Got::Timeout;
             }
             let wait = (deadline - now).max(Duration::from_millis(1));
-            self.ws.get_mut().set_read_timeout(Some(wait)).unwrap();
+            self.ws.get_mut().0.set_read_timeout(Some(wait)).unwrap();
             match self.ws.read() {
                 Ok(message) => return Got::Msg(message),
                 Err(Error::Io(e))

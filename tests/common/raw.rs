@@ -179,6 +179,30 @@ fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
         }
         n => (n as u64, 2),
     };
+    // RFC 6455 5.2: minimal length encoding, 64-bit length MSB clear.
+    let minimal = match buf[1] & 0x7F {
+        126 => len >= 126,
+        127 => len > 0xFFFF && len >> 63 == 0,
+        _ => true,
+    };
+    if !minimal {
+        return Err(format!(
+            "server used a non-minimal length encoding ({len} bytes)"
+        ));
+    }
+    if rsv != 0 {
+        return Err(format!(
+            "server set reserved bits {rsv:#b} without an extension"
+        ));
+    }
+    if !matches!(opcode, CONT | TEXT | BINARY | CLOSE | PING | PONG) {
+        return Err(format!("server used reserved opcode {opcode:#x}"));
+    }
+    if opcode >= CLOSE && (!fin || len > 125) {
+        return Err(format!(
+            "server sent a fragmented or oversized control frame (opcode {opcode:#x}, {len} bytes)"
+        ));
+    }
     let len = usize::try_from(len).map_err(|_| "absurd frame length".to_string())?;
     if buf.len() < pos + len {
         return Ok(None);
