@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests, the start/stop
-# scripts, then the browser tests in headless Chromium (scripts/test-e2e.sh).
+# scripts, a short soak, then the browser tests in headless Chromium
+# (scripts/test-e2e.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -10,6 +11,9 @@ cargo test --all-targets
 
 echo "== scripts"
 scripts/test-scripts.sh
+
+echo "== soak (short: 20 s of good and bad clients)"
+scripts/soak.sh 20
 
 echo "== browser tests"
 scripts/test-e2e.sh
