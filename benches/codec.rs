@@ -91,9 +91,6 @@ impl Room for CountingRoom {
     fn peer(&mut self, slot: usize) -> Option<&mut ChatPeer> {
         (slot == 0).then_some(&mut self.peer)
     }
-    fn for_each_peer(&self, f: &mut dyn FnMut(&ChatPeer)) {
-        f(&self.peer)
-    }
     fn send(&mut self, _: usize, frame: &[u8]) {
         self.sent += frame.len();
     }

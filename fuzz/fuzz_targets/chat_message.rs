@@ -138,9 +138,6 @@ impl Room for FuzzRoom {
     fn peer(&mut self, slot: usize) -> Option<&mut ChatPeer> {
         self.peers.get_mut(&slot)
     }
-    fn for_each_peer(&self, f: &mut dyn FnMut(&ChatPeer)) {
-        self.peers.values().for_each(f)
-    }
     fn send(&mut self, slot: usize, frame: &[u8]) {
         assert!(self.peers.contains_key(&slot), "send to closed slot {slot}");
         let value = decode(frame, self.max_chars);

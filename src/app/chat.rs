@@ -25,8 +25,6 @@ const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 pub trait Room {
     /// The chat state of an open chat connection.
     fn peer(&mut self, slot: usize) -> Option<&mut ChatPeer>;
-    /// Calls `f` with every open chat connection's state.
-    fn for_each_peer(&self, f: &mut dyn FnMut(&ChatPeer));
     /// Queues a framed message to one open chat connection.
     fn send(&mut self, slot: usize, frame: &[u8]);
     /// Queues a framed message to every open chat connection.
@@ -561,9 +559,6 @@ mod tests {
     impl Room for TestRoom {
         fn peer(&mut self, slot: usize) -> Option<&mut ChatPeer> {
             self.peers.get_mut(&slot)
-        }
-        fn for_each_peer(&self, f: &mut dyn FnMut(&ChatPeer)) {
-            self.peers.values().for_each(f)
         }
         fn send(&mut self, slot: usize, frame: &[u8]) {
             self.inbox.entry(slot).or_default().push(payload(frame));

@@ -63,16 +63,6 @@ impl Room for ServerRoom<'_> {
         }
     }
 
-    fn for_each_peer(&self, f: &mut dyn FnMut(&ChatPeer)) {
-        for (_, slot) in self.conns.iter() {
-            if let AppState::Chat(peer) = &slot.app
-                && slot.conn.is_open()
-            {
-                f(peer);
-            }
-        }
-    }
-
     fn send(&mut self, t: usize, frame: &[u8]) {
         if let Some(slot) = self.conns.get_mut(t)
             && matches!(slot.app, AppState::Chat(_))
