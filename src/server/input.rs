@@ -48,12 +48,7 @@ impl Server {
                     }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
-                        if let Some(slot) = self.conns.get_mut(t)
-                            && !slot.conn.in_backlog
-                        {
-                            slot.conn.in_backlog = true;
-                            self.backlog.push(t);
-                        }
+                        self.push_backlog(t);
                         break;
                     }
                 }
@@ -72,15 +67,20 @@ impl Server {
     /// Puts a connection whose message budget ran out mid-read on the
     /// backlog; true if it did.
     pub(super) fn backlog_if_stashed(&mut self, t: usize) -> bool {
-        match self.conns.get_mut(t) {
-            Some(slot) if !slot.conn.stash.is_empty() => {
-                if !slot.conn.in_backlog {
-                    slot.conn.in_backlog = true;
-                    self.backlog.push(t);
-                }
-                true
-            }
-            _ => false,
+        let stashed = self.conns.get(t).is_some_and(|s| !s.conn.stash.is_empty());
+        if stashed {
+            self.push_backlog(t);
+        }
+        stashed
+    }
+
+    /// Schedules a connection to be read again next turn (once).
+    pub(super) fn push_backlog(&mut self, t: usize) {
+        if let Some(slot) = self.conns.get_mut(t)
+            && !slot.conn.in_backlog
+        {
+            slot.conn.in_backlog = true;
+            self.backlog.push(t);
         }
     }
 

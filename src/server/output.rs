@@ -131,12 +131,10 @@ impl Server {
             }
             slot.conn.wants_write = want_write;
         }
-        if slot.conn.read_paused && slot.conn.out.len() < pause_at {
+        // Output drained below the threshold: read the peer again.
+        let resume = slot.conn.read_paused && slot.conn.out.len() < pause_at;
+        if resume {
             slot.conn.read_paused = false;
-            if !slot.conn.in_backlog {
-                slot.conn.in_backlog = true;
-                self.backlog.push(t);
-            }
         }
         if !want_write && matches!(slot.conn.phase, Phase::Finishing) {
             let _ = slot.conn.socket.shutdown(Shutdown::Write);
@@ -147,6 +145,9 @@ impl Server {
                 slot.conn.phase = Phase::Lingering;
                 slot.conn.deadline = linger;
             }
+        }
+        if resume {
+            self.push_backlog(t);
         }
     }
 }
