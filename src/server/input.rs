@@ -478,7 +478,7 @@ impl Server {
             && !slot.conn.dirty
         {
             slot.conn.dirty = true;
-            self.dirty.push(t);
+            self.dirty.push_back(t);
         }
     }
 }

@@ -60,6 +60,11 @@ pub const TICK: Duration = Duration::from_millis(100);
 const READ_BUFFER: usize = 64 * 1024;
 /// Bytes one connection may read per loop turn before others get a turn.
 pub const READ_BUDGET: usize = 4 * READ_BUFFER;
+/// Connections flushed per loop turn. A turn that finds more dirty ones
+/// polls for input (without waiting) before going on, so messages that
+/// arrive during a long flush join the buffers not yet written: lower
+/// latency for the late ones and more frames per write.
+const FLUSH_CHUNK: usize = 512;
 /// Complete messages one connection may have handled per loop turn.
 pub const MESSAGE_BUDGET: u16 = 64;
 /// Sockets refused with 503 that are drained before closing, at most.
@@ -133,7 +138,7 @@ pub struct Server {
     chat: Chat,
     metrics: Metrics,
     /// Connections with output queued this turn.
-    dirty: Vec<usize>,
+    dirty: VecDeque<usize>,
     /// Connections that stopped reading on their budget, not on `WouldBlock`.
     backlog: Vec<usize>,
     /// Connections found over `--max-output-bytes` while queueing.
@@ -196,7 +201,7 @@ impl Server {
             config,
             conns: Slab::new(),
             metrics: Metrics::default(),
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
             backlog: Vec::new(),
             slow: Vec::new(),
             closes: Vec::new(),
@@ -262,7 +267,7 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         loop {
-            let timeout = if self.backlog.is_empty() {
+            let timeout = if self.backlog.is_empty() && self.dirty.is_empty() {
                 next_tick.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -305,10 +310,10 @@ impl Server {
                     }
                 }
             }
-            self.flush_dirty();
+            self.flush_dirty(FLUSH_CHUNK);
             if self.now >= next_tick {
                 self.sweep();
-                self.flush_dirty();
+                self.flush_dirty(FLUSH_CHUNK);
                 next_tick = self.now + TICK;
             }
             if let Some(deadline) = self.shutdown_deadline

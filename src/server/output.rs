@@ -84,8 +84,14 @@ impl Server {
 
     // ----- writing ---------------------------------------------------------
 
-    pub(super) fn flush_dirty(&mut self) {
-        while let Some(t) = self.dirty.pop() {
+    /// Writes out up to `limit` connections with queued output, oldest
+    /// first; the rest wait for the next turn.
+    pub(super) fn flush_dirty(&mut self, limit: usize) {
+        let mut flushed = 0;
+        while flushed < limit
+            && let Some(t) = self.dirty.pop_front()
+        {
+            flushed += 1;
             let Some(slot) = self.conns.get_mut(t) else {
                 continue;
             };

@@ -11,7 +11,7 @@ pub(super) fn queue_on(
     slot: &mut Slot,
     bytes: &[u8],
     max_output: usize,
-    dirty: &mut Vec<usize>,
+    dirty: &mut VecDeque<usize>,
     slow: &mut Vec<usize>,
     bytes_sent: &mut u64,
 ) -> bool {
@@ -37,7 +37,7 @@ pub(super) fn queue_on(
     conn.active = true;
     if !conn.dirty {
         conn.dirty = true;
-        dirty.push(t);
+        dirty.push_back(t);
     }
     true
 }
@@ -45,7 +45,7 @@ pub(super) fn queue_on(
 /// The chat's view of the server's connections.
 pub(super) struct ServerRoom<'a> {
     pub(super) conns: &'a mut Slab<Slot>,
-    pub(super) dirty: &'a mut Vec<usize>,
+    pub(super) dirty: &'a mut VecDeque<usize>,
     pub(super) slow: &'a mut Vec<usize>,
     pub(super) closes: &'a mut Vec<(usize, CloseCode, &'static str)>,
     pub(super) metrics: &'a mut Metrics,
