@@ -175,6 +175,9 @@ else
   done
   bench_case fanout --clients 100 --senders 50 --rate 2000 "${R[@]}"
   bench_case fanout --clients 1000 --senders 100 --rate 200 "${R[@]}"
+  # Issue 5's method: 1 000 clients, 10 senders; 1 M frames/s, then a ramp.
+  bench_case fanout --clients 1000 --senders 10 --rate 1000 "${F[@]}"
+  bench_case fanout --clients 1000 --senders 10 --rate 1000 "${R[@]}"
   bench_case connect --clients 10000 --concurrency 100 --hold 2
   # A burst past the usual listen backlog of 128: shows SYN drops, if any.
   bench_case connect --clients 10000 --concurrency 1000 --hold 1
