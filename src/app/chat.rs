@@ -63,10 +63,6 @@ impl ChatPeer {
             rejections: None,
         }
     }
-
-    fn color_str(&self) -> &str {
-        std::str::from_utf8(&self.color).unwrap_or("000000")
-    }
 }
 
 /// A rejected message: the error code and its human-readable text.
@@ -331,37 +327,31 @@ impl Chat {
         message: &str,
         recipient: Option<usize>,
     ) {
-        let ts = unix_millis();
-        let to_name: Option<Box<str>> = match recipient {
-            Some(r) => match room.peer(r).and_then(|p| p.name.clone()) {
-                Some(n) => Some(n),
-                None => return,
-            },
-            None => None,
-        };
+        use std::io::Write;
+        // The recipient must still be there (it was looked up moments ago).
+        if recipient.is_some_and(|r| room.peer(r).is_none_or(|p| p.name.is_none())) {
+            return;
+        }
         let Some(peer) = room.peer(slot) else {
             return;
         };
-        let name = peer.name.clone().unwrap_or_default();
-        let color = *peer
-            .color_str()
-            .as_bytes()
-            .first_chunk::<6>()
-            .unwrap_or(b"000000");
-        self.json.clear();
-        self.json
-            .extend_from_slice(b"{\"type\":\"usermsg\",\"name\":");
-        push_json_str(&mut self.json, &name);
-        self.json.extend_from_slice(b",\"message\":");
-        push_json_str(&mut self.json, message);
-        self.json.extend_from_slice(b",\"color\":\"");
-        self.json.extend_from_slice(&color);
-        self.json.extend_from_slice(b"\",\"ts\":");
-        self.json.extend_from_slice(ts.to_string().as_bytes());
-        if let Some(to) = &to_name {
-            self.json.extend_from_slice(b",\"toname\":");
-            push_json_str(&mut self.json, to);
-            self.json.extend_from_slice(b",\"private\":true");
+        let json = &mut self.json;
+        json.clear();
+        json.extend_from_slice(b"{\"type\":\"usermsg\",\"name\":");
+        push_json_str(json, peer.name.as_deref().unwrap_or_default());
+        json.extend_from_slice(b",\"message\":");
+        push_json_str(json, message);
+        json.extend_from_slice(b",\"color\":\"");
+        json.extend_from_slice(&peer.color);
+        // Writing a number into a Vec cannot fail.
+        let _ = write!(json, "\",\"ts\":{}", unix_millis());
+        if let Some(to) = recipient
+            .and_then(|r| room.peer(r))
+            .and_then(|p| p.name.as_deref())
+        {
+            json.extend_from_slice(b",\"toname\":");
+            push_json_str(json, to);
+            json.extend_from_slice(b",\"private\":true");
         }
         self.json.push(b'}');
         self.seal();

@@ -429,9 +429,9 @@ impl Server {
                 AppState::None => {}
             },
             Event::Ping(payload) => {
-                let mut frame = Vec::with_capacity(2 + payload.len());
-                encode_frame(&mut frame, Opcode::Pong, payload);
-                self.queue(t, &frame);
+                self.queue_frame(t, payload.len(), |out| {
+                    encode_frame(out, Opcode::Pong, payload)
+                });
             }
             Event::Pong(_) => {}
             Event::Close(code, _reason) => {
@@ -450,26 +450,31 @@ impl Server {
 
     pub(super) fn echo(&mut self, t: usize, binary: bool, payload: &[u8]) {
         self.metrics.messages_received[AppLabel::Echo as usize] += 1;
-        let mut frame = Vec::with_capacity(10 + payload.len());
-        echo::reply(&mut frame, binary, payload);
-        if self.queue(t, &frame) {
+        if self.queue_frame(t, payload.len(), |out| echo::reply(out, binary, payload)) {
             self.metrics.messages_sent[AppLabel::Echo as usize] += 1;
         }
     }
 
-    /// Queues bytes to an open connection, within its output cap.
-    pub(super) fn queue(&mut self, t: usize, bytes: &[u8]) -> bool {
+    /// Queues one frame with a payload of `payload_len` bytes, encoded by
+    /// `encode` straight into an open connection's output, within its cap.
+    pub(super) fn queue_frame(
+        &mut self,
+        t: usize,
+        payload_len: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> bool {
         let Some(slot) = self.conns.get_mut(t) else {
             return false;
         };
-        queue_on(
+        queue_with(
             t,
             slot,
-            bytes,
+            header_len_for(payload_len) + payload_len,
             self.config.max_output_bytes,
             &mut self.dirty,
             &mut self.slow,
             &mut self.metrics.bytes_sent,
+            encode,
         )
     }
 

@@ -28,7 +28,7 @@ use crate::app::echo;
 use crate::config::Config;
 use crate::engine::close::CloseCode;
 use crate::engine::connection::{Connection, Flushed, Phase};
-use crate::engine::frame::{Decoder, Event, Opcode, encode_close, encode_frame};
+use crate::engine::frame::{Decoder, Event, Opcode, encode_close, encode_frame, header_len_for};
 use crate::engine::handshake::{self, Decision, Rejection};
 use crate::engine::http::{self, MAX_HEAD_BYTES, Request};
 use crate::metrics::{AppLabel, Gauges, Metrics};
@@ -94,7 +94,7 @@ mod input;
 mod output;
 mod room;
 
-use room::{ServerRoom, queue_on};
+use room::{ServerRoom, queue_with};
 
 /// The application state of a slab entry, beside the engine's connection.
 #[derive(Debug)]
@@ -435,9 +435,7 @@ impl Server {
                 Phase::Open if !slot.conn.ping_sent => {
                     slot.conn.ping_sent = true;
                     slot.conn.deadline = now + self.config.idle_timeout;
-                    let mut ping = Vec::with_capacity(2);
-                    encode_frame(&mut ping, Opcode::Ping, b"");
-                    self.queue(t, &ping);
+                    self.queue_frame(t, 0, |out| encode_frame(out, Opcode::Ping, b""));
                 }
                 Phase::Open => self.drop_connection(t, "idle: no answer to ping"),
                 Phase::Closing { .. } => self.drop_connection(t, "no close reply in time"),
