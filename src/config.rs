@@ -28,6 +28,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Pending output per connection before it is dropped with 1008.
     pub max_output_bytes: usize,
+    /// Pending output of all connections together before the largest
+    /// backlogs are dropped.
+    pub max_total_output_bytes: usize,
     /// Time allowed to deliver the whole request head.
     pub handshake_timeout: Duration,
     /// Silence before a ping; as long again and the peer is dropped. Zero: off.
@@ -50,6 +53,7 @@ impl Default for Config {
             rate_limit: 10,
             max_connections: 10000,
             max_output_bytes: 1 << 20,
+            max_total_output_bytes: 256 << 20,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
@@ -102,6 +106,8 @@ OPTIONS (each also read from the environment variable shown; a flag wins):
                                                                     [WSCHAT_MAX_CONNECTIONS, default 10000]
     --max-output-bytes N        unsent bytes a slow client may have queued before it is dropped
                                                                     [WSCHAT_MAX_OUTPUT_BYTES, default 1048576]
+    --max-total-output-bytes N  unsent bytes of all clients together; past it, the largest
+                                backlogs are dropped      [WSCHAT_MAX_TOTAL_OUTPUT_BYTES, default 268435456]
     --handshake-timeout S       seconds a client has to send its request [WSCHAT_HANDSHAKE_TIMEOUT, default 10]
     --idle-timeout S            seconds of silence before a ping; as long again and the client
                                 is dropped; 0 = no keepalive        [WSCHAT_IDLE_TIMEOUT, default 30]
@@ -131,6 +137,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--rate-limit",
     "--max-connections",
     "--max-output-bytes",
+    "--max-total-output-bytes",
     "--handshake-timeout",
     "--idle-timeout",
     "--close-timeout",
@@ -287,6 +294,9 @@ fn apply(config: &mut Config, flag: &str, value: &str, what: &str) -> Result<(),
         "--max-output-bytes" => {
             config.max_output_bytes = to_usize(parse_number(value, what)?, what)?
         }
+        "--max-total-output-bytes" => {
+            config.max_total_output_bytes = to_usize(parse_number(value, what)?, what)?
+        }
         "--handshake-timeout" => {
             config.handshake_timeout = seconds(parse_number(value, what)?, what)?
         }
@@ -333,6 +343,7 @@ mod tests {
         assert_eq!(c.rate_limit, 10);
         assert_eq!(c.max_connections, 10000);
         assert_eq!(c.max_output_bytes, 1048576);
+        assert_eq!(c.max_total_output_bytes, 268435456);
         assert_eq!(c.handshake_timeout, Duration::from_secs(10));
         assert_eq!(c.idle_timeout, Duration::from_secs(30));
         assert_eq!(c.close_timeout, Duration::from_secs(5));

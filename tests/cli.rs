@@ -90,6 +90,7 @@ fn bad_values_exit_2_naming_the_flag() {
         ("--handshake-timeout", ""),
         ("--max-chat-chars", "ten"),
         ("--max-output-bytes", "99999999999999999999999"),
+        ("--max-total-output-bytes", "-1"),
         ("--close-timeout", "-3"),
         ("--shutdown-timeout", "x"),
     ] {

@@ -311,6 +311,91 @@ fn a_stalled_reader_is_dropped_and_server_memory_stays_bounded() {
 }
 
 #[test]
+fn many_stalled_readers_are_held_to_the_server_wide_output_budget() {
+    // Each reader may queue 8 MiB, but all of them together only 512 KiB.
+    // Under the per-connection cap alone, four stalled readers would each
+    // hold megabytes of an 8 MB broadcast; the server-wide budget has to drop
+    // them early, and without a 1008 queued behind their backlog.
+    let mut cmd = bin();
+    cmd.args([
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--rate-limit",
+        "0",
+        "--max-output-bytes",
+        "8388608",
+        "--max-total-output-bytes",
+        "524288",
+    ]);
+    let server = BinServer::start(cmd);
+    let pid = server.pid();
+    let mut stalled: Vec<Raw> = (0..4)
+        .map(|i| raw::chat_named(server.addr, &format!("stalled{i}")))
+        .collect();
+    let mut sender = Client::named(server.addr, "sender");
+    let mut listener = Client::named(server.addr, "listener");
+    const LINES: usize = 4000;
+    let reading = thread::spawn(move || {
+        // A reader that keeps up: it must get every line, in order.
+        let mut next = 0;
+        while next < LINES {
+            let m = listener.recv();
+            let text = m["message"].as_str().unwrap_or_default().to_string();
+            if m["type"] == "usermsg" && m["name"] == "sender" && !text.starts_with("sync") {
+                assert!(
+                    text.starts_with(&format!("{next} ")),
+                    "listener expected line {next}, got {:.20}",
+                    text
+                );
+                next += 1;
+            }
+        }
+        next
+    });
+    thread::sleep(Duration::from_millis(200));
+    let before = vm_rss_kib(pid);
+    let mut peak = before;
+    let line = "z".repeat(1900);
+    // ~2 KB lines, paced at about 2.5 MB/s so the 100 ms budget check sees
+    // the backlogs grow rather than one burst.
+    for i in 0..LINES {
+        sender.send(json!({ "message": format!("{i} {line}") }));
+        if i % 25 == 0 {
+            round_trip(&mut sender, &format!("sync {i}"));
+            peak = peak.max(vm_rss_kib(pid));
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    round_trip(&mut sender, "sync done");
+    assert_eq!(reading.join().expect("listener thread"), LINES);
+    let m = scrape(server.addr);
+    assert_eq!(
+        m.get("wschat_slow_consumers_dropped_total"),
+        4.0,
+        "{}",
+        m.text
+    );
+    assert!(
+        peak < before + 6 * 1024,
+        "server RSS peaked at {peak} KiB from {before} KiB: the budget did not hold"
+    );
+    // Dropped for the budget: the stream just ends, with no close frame
+    // behind a backlog the reader was never going to read.
+    for (i, reader) in stalled.iter_mut().enumerate() {
+        let end = loop {
+            match reader.next_within(Duration::from_secs(3)) {
+                raw::Next::Frame(f) if f.opcode == 0x8 => break Some(f.close_code()),
+                raw::Next::Frame(_) => {}
+                raw::Next::Timeout => panic!("stalled{i}: still open, nothing more arrives"),
+                _ => break None,
+            }
+        };
+        assert_eq!(end, None, "stalled{i} got a close frame: {end:?}");
+    }
+}
+
+#[test]
 fn running_out_of_file_descriptors_pauses_accept_without_spinning() {
     // A hard limit of 48 descriptors: the server cannot raise it.
     let mut cmd = Command::new("bash");

@@ -70,6 +70,11 @@ pub const READ_BUDGET: usize = 4 * READ_BUFFER;
 const FLUSH_CHUNK: usize = 64;
 /// Complete messages one connection may have handled per loop turn.
 pub const MESSAGE_BUDGET: u16 = 64;
+/// A connection with less unsent output than this is never dropped for the
+/// server-wide output budget: it is keeping up, whatever the others do.
+/// Neither is one whose last write the kernel took whole: its backlog is
+/// the server being behind (overload), not the peer failing to read.
+const BUDGET_MIN_BACKLOG: usize = 64 * 1024;
 /// Sockets refused with 503 that are drained before closing, at most.
 const MAX_DOOR_REJECTS: usize = 1024;
 /// How long a 503'd socket is drained so the response is not reset away.
@@ -449,6 +454,7 @@ impl Server {
             }
         }
         self.settle();
+        self.enforce_output_budget();
         self.drain_door_rejects();
         if self.accept_paused {
             self.accept_all();
@@ -459,6 +465,52 @@ impl Server {
                 slot.conn.trim_if_idle();
             }
         }
+    }
+
+    /// Holds all unsent output to `--max-total-output-bytes`. The cap per
+    /// connection alone would let many stalled readers hold the cap each;
+    /// past the budget the largest backlogs go first, dropped at once
+    /// (their buffers freed now, not after a close handshake they would
+    /// never read), with a reset. Checked each tick, so it may be overshot by one tick's
+    /// worth of traffic.
+    fn enforce_output_budget(&mut self) {
+        let budget = self.config.max_total_output_bytes;
+        let mut total: usize = 0;
+        let mut backlogs = Vec::new();
+        for (t, slot) in self.conns.iter() {
+            let pending = slot.conn.out.len();
+            total = total.saturating_add(pending);
+            if slot.conn.wants_write && pending >= BUDGET_MIN_BACKLOG {
+                backlogs.push((pending, t));
+            }
+        }
+        if total <= budget {
+            return;
+        }
+        backlogs.sort_unstable_by(|a, b| b.cmp(a));
+        for (pending, t) in backlogs {
+            if total <= budget {
+                break;
+            }
+            total = total.saturating_sub(pending);
+            if let Some(slot) = self.conns.get(t) {
+                // Reset rather than FIN: the kernel would otherwise keep
+                // retrying the unread bytes it holds for this peer.
+                let _ = rustix::net::sockopt::set_socket_linger(
+                    &slot.conn.socket,
+                    Some(Duration::ZERO),
+                );
+            }
+            self.metrics.slow_consumers_dropped += 1;
+            warn!(
+                "dropping a connection with {pending} bytes unsent: all connections together are over --max-total-output-bytes ({budget})"
+            );
+            self.drop_connection(
+                t,
+                "too much unread output while the server was over its output budget",
+            );
+        }
+        self.settle();
     }
 
     fn drain_door_rejects(&mut self) {
