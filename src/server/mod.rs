@@ -469,10 +469,10 @@ impl Server {
 
     /// Holds all unsent output to `--max-total-output-bytes`. The cap per
     /// connection alone would let many stalled readers hold the cap each;
-    /// past the budget the largest backlogs go first, dropped at once
-    /// (their buffers freed now, not after a close handshake they would
-    /// never read), with a reset. Checked each tick, so it may be overshot by one tick's
-    /// worth of traffic.
+    /// past the budget the largest backlogs the kernel refused go first,
+    /// reset at once (their buffers freed now, not after a close handshake
+    /// they would never read). Checked each tick, so it may be overshot by
+    /// one tick's worth of traffic.
     fn enforce_output_budget(&mut self) {
         let budget = self.config.max_total_output_bytes;
         let mut total: usize = 0;
