@@ -148,24 +148,26 @@ def ratios(rows, a, b):
         o = last(same)
         if o is None:
             continue
+        def rel(col):
+            return ratio(num(r, col), num(o, col))
+
         if r["mode"] == "fanout" and r["phase"] == "run":
             out.append([f'fan-out {r["clients"]} clients at {cell(r, "rate")} msg/s',
-                        f'delivered frames/s {ratio(num(r, "delivered_fps"), num(o, "delivered_fps"))}',
-                        f'p99 latency {ratio(num(r, "p99_ms"), num(o, "p99_ms"))}',
-                        f'server CPU {ratio(num(r, "server_cpu_pct"), num(o, "server_cpu_pct"))}'])
+                        f'delivered frames/s {rel("delivered_fps")}',
+                        f'p99 latency {rel("p99_ms")}',
+                        f'server CPU {rel("server_cpu_pct")}'])
         elif r["mode"] == "fanout":
-            out.append([f'ramp {r["clients"]} clients',
-                        f'max sustained rate {ratio(num(r, "rate"), num(o, "rate"))}', "", ""])
+            out.append([f'ramp {r["clients"]} clients', f'max sustained rate {rel("rate")}', "", ""])
         elif r["mode"] == "connect":
             out.append([f'connect {r["clients"]} ({r.get("in_flight", "?")} in flight)',
-                        f'handshakes/s {ratio(num(r, "handshakes_per_s"), num(o, "handshakes_per_s"))}',
-                        f'RSS per connection {ratio(num(r, "rss_per_conn_kib"), num(o, "rss_per_conn_kib"))}',
-                        f'server CPU {ratio(num(r, "server_cpu_pct"), num(o, "server_cpu_pct"))}'])
+                        f'handshakes/s {rel("handshakes_per_s")}',
+                        f'RSS per connection {rel("rss_per_conn_kib")}',
+                        f'server CPU {rel("server_cpu_pct")}'])
         elif r["mode"] == "echo":
             out.append([f'echo {r["clients"]} connections x {r.get("in_flight", "?")} in flight',
-                        f'round trips/s {ratio(num(r, "round_trips_per_s"), num(o, "round_trips_per_s"))}',
-                        f'p99 latency {ratio(num(r, "p99_ms"), num(o, "p99_ms"))}',
-                        f'server CPU {ratio(num(r, "server_cpu_pct"), num(o, "server_cpu_pct"))}'])
+                        f'round trips/s {rel("round_trips_per_s")}',
+                        f'p99 latency {rel("p99_ms")}',
+                        f'server CPU {rel("server_cpu_pct")}'])
     if not out:
         return ""
     head = (f"### {a} / {b}\n\nEach figure is {a}'s divided by {b}'s in the same case: above 1 is better "

@@ -17,6 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// A server in its own process, so its memory can be read apart from the
+/// test's, with the rate limit off and `extra` flags.
+fn unlimited_server_process(extra: &[&str]) -> BinServer {
+    let mut cmd = bin();
+    cmd.args(["0", "--host", "127.0.0.1", "--rate-limit", "0"])
+        .args(extra);
+    BinServer::start(cmd)
+}
+
 /// One chat round trip: `client` says `text` and waits for its own line to
 /// come back (broadcasts include the sender). Returns the time it took.
 fn round_trip(client: &mut Client, text: &str) -> Duration {
@@ -248,17 +257,7 @@ fn a_message_in_thousands_of_tiny_fragments_is_bounded() {
 
 #[test]
 fn a_stalled_reader_is_dropped_and_server_memory_stays_bounded() {
-    let mut cmd = bin();
-    cmd.args([
-        "0",
-        "--host",
-        "127.0.0.1",
-        "--rate-limit",
-        "0",
-        "--max-output-bytes",
-        "65536",
-    ]);
-    let server = BinServer::start(cmd);
+    let server = unlimited_server_process(&["--max-output-bytes", "65536"]);
     let pid = server.pid();
     // A reader that joins and then never reads again.
     let mut stalled = raw::chat_named(server.addr, "stalled");
@@ -316,19 +315,12 @@ fn many_stalled_readers_are_held_to_the_server_wide_output_budget() {
     // Under the per-connection cap alone, four stalled readers would each
     // hold megabytes of an 8 MB broadcast; the server-wide budget has to drop
     // them early, and without a 1008 queued behind their backlog.
-    let mut cmd = bin();
-    cmd.args([
-        "0",
-        "--host",
-        "127.0.0.1",
-        "--rate-limit",
-        "0",
+    let server = unlimited_server_process(&[
         "--max-output-bytes",
         "8388608",
         "--max-total-output-bytes",
         "524288",
     ]);
-    let server = BinServer::start(cmd);
     let pid = server.pid();
     let mut stalled: Vec<Raw> = (0..4)
         .map(|i| raw::chat_named(server.addr, &format!("stalled{i}")))
