@@ -15,12 +15,15 @@
 //! - [`app`]: the applications on top of the engine: [`app::chat`] (the JSON
 //!   chat of PROTOCOL sections 3-5) and [`app::echo`] (section 6).
 //! - [`metrics`]: the counters behind `/metrics`.
+//! - [`transport`]: the bytes under the engine; [`transport::tls`] is TLS
+//!   through a sans-IO rustls session (PROTOCOL section 10).
 
 pub mod app;
 pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod server;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle};
