@@ -116,9 +116,7 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -149,14 +147,19 @@ mod tests {
     }
 
     fn proxies(list: &[&str]) -> Vec<TrustedProxy> {
-        list.iter().map(|p| parse_trusted_proxy(p).unwrap()).collect()
+        list.iter()
+            .map(|p| parse_trusted_proxy(p).unwrap())
+            .collect()
     }
 
     #[test]
     fn parses_addresses_and_networks() {
         assert_eq!(
             parse_trusted_proxy("10.0.0.1").unwrap(),
-            TrustedProxy { addr: ip("10.0.0.1"), prefix_len: 32 }
+            TrustedProxy {
+                addr: ip("10.0.0.1"),
+                prefix_len: 32
+            }
         );
         assert_eq!(parse_trusted_proxy("10.0.0.0/8").unwrap().prefix_len, 8);
         assert_eq!(parse_trusted_proxy("::1").unwrap().prefix_len, 128);
@@ -167,8 +170,17 @@ mod tests {
             ip("10.1.2.3")
         );
         for bad in [
-            "", "/8", "10.0.0.1/", "10.0.0.1/33", "::1/129", "10.0.0.1/+8", "10.0.0.1/ 8",
-            "localhost", "10.0.0", "10.0.0.1/8/8", "10.0.0.1/256",
+            "",
+            "/8",
+            "10.0.0.1/",
+            "10.0.0.1/33",
+            "::1/129",
+            "10.0.0.1/+8",
+            "10.0.0.1/ 8",
+            "localhost",
+            "10.0.0",
+            "10.0.0.1/8/8",
+            "10.0.0.1/256",
         ] {
             assert!(parse_trusted_proxy(bad).is_err(), "{bad:?} must be refused");
         }
@@ -181,12 +193,19 @@ mod tests {
         assert!(net.contains(ip("192.168.7.255")));
         assert!(!net.contains(ip("192.168.8.0")));
         assert!(!net.contains(ip("192.168.3.255")));
-        assert!(net.contains(ip("::ffff:192.168.5.1")), "v4-mapped counts as v4");
+        assert!(
+            net.contains(ip("::ffff:192.168.5.1")),
+            "v4-mapped counts as v4"
+        );
         let v6 = parse_trusted_proxy("2001:db8::/33").unwrap();
         assert!(v6.contains(ip("2001:db8:7fff::1")));
         assert!(!v6.contains(ip("2001:db8:8000::1")));
         assert!(!v6.contains(ip("10.0.0.1")));
-        assert!(parse_trusted_proxy("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        assert!(
+            parse_trusted_proxy("0.0.0.0/0")
+                .unwrap()
+                .contains(ip("8.8.8.8"))
+        );
     }
 
     #[test]
@@ -245,9 +264,17 @@ mod tests {
             ip("10.0.0.1")
         );
         // Garbage to the left of the real client is never reached.
-        let got = client_addr(ip("10.0.0.1"), ["<script>, 198.51.100.7"].into_iter(), &trusted);
+        let got = client_addr(
+            ip("10.0.0.1"),
+            ["<script>, 198.51.100.7"].into_iter(),
+            &trusted,
+        );
         assert_eq!(got, ip("198.51.100.7"));
-        let got = client_addr(ip("10.0.0.1"), ["1.2.3.4, zz, 10.0.0.2"].into_iter(), &trusted);
+        let got = client_addr(
+            ip("10.0.0.1"),
+            ["1.2.3.4, zz, 10.0.0.2"].into_iter(),
+            &trusted,
+        );
         assert_eq!(got, ip("10.0.0.1"));
         let huge = "9".repeat(10_000);
         assert_eq!(
@@ -273,7 +300,11 @@ mod tests {
         }
         // A mapped peer address is the same proxy.
         assert_eq!(
-            client_addr(ip("::ffff:10.0.0.1"), ["198.51.100.7"].into_iter(), &trusted),
+            client_addr(
+                ip("::ffff:10.0.0.1"),
+                ["198.51.100.7"].into_iter(),
+                &trusted
+            ),
             ip("198.51.100.7")
         );
     }

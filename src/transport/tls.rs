@@ -333,7 +333,9 @@ impl TlsTransport {
 
     /// True when bytes are waiting for the kernel (register writable).
     pub fn wants_write(&self) -> bool {
-        self.pending_bytes() > 0 || self.session.wants_write() || (self.fin_wanted && !self.fin_sent)
+        self.pending_bytes() > 0
+            || self.session.wants_write()
+            || (self.fin_wanted && !self.fin_sent)
     }
 
     /// Gives back the transport's own buffers when they are empty, for
@@ -461,10 +463,12 @@ fn build_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, 
     let certs = read_certs(cert_path)?;
     let key = read_key(key_path)?;
     let provider = provider();
-    let signing_key = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|err| format!("--tls-key {}: unusable private key: {err}", key_path.display()))?;
+    let signing_key = provider.key_provider.load_private_key(key).map_err(|err| {
+        format!(
+            "--tls-key {}: unusable private key: {err}",
+            key_path.display()
+        )
+    })?;
     let certified = CertifiedKey::new(certs, signing_key);
     match certified.keys_match() {
         Ok(()) => {}
