@@ -371,10 +371,10 @@ fn expect(ws: &mut WebSocket<Tls>, what: &str, want: impl Fn(&Value) -> bool) ->
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut pings = 0;
     while Instant::now() < deadline {
-        if let Some(v) = next_json(ws, Duration::from_millis(500), &mut pings) {
-            if want(&v) {
-                return v;
-            }
+        if let Some(v) = next_json(ws, Duration::from_millis(500), &mut pings)
+            && want(&v)
+        {
+            return v;
         }
     }
     panic!("no {what} within 10 s");

@@ -296,34 +296,54 @@ fn one_flush_coalesces_many_frames_into_few_records() {
     for versions in [&[&TLS13][..], &[&TLS12][..]] {
         let (mut server, sock) = pair(settings.config());
         let frame = b"\x81\x1c{\"type\":\"usermsg\",\"n\":\"ab\"}";
-        let total = 50 * frame.len();
+        let big = [b'x'; 1000];
+        let rounds = vec![50 * frame.len(), 40 * big.len()];
         let config = pki.client_config(versions, &[b"http/1.1"]);
-        let client = thread::spawn(move || count_records(sock, config, total));
+        let totals = rounds.clone();
+        let client = thread::spawn(move || count_records(sock, config, &totals));
         assert_eq!(read_exactly(&mut server, 2).unwrap(), b"go");
+        // Round 1: one loop turn of 50 small frames, one flush.
         for _ in 0..50 {
             assert_eq!(server.write(frame).unwrap(), frame.len());
         }
-        assert!(server.pending_bytes() >= total, "staged bytes are counted");
+        assert!(
+            server.pending_bytes() >= rounds[0],
+            "staged bytes are counted"
+        );
         flush_all(&mut server);
         assert_eq!(server.pending_bytes(), 0);
+        // Round 2: 40 kB in 1 kB frames: full 16 KiB records, then the rest.
+        for _ in 0..40 {
+            assert_eq!(server.write(&big).unwrap(), big.len());
+        }
+        flush_all(&mut server);
         let (records, plaintext) = client.join().unwrap();
-        assert_eq!(plaintext, frame.repeat(50));
+        let mut want = frame.repeat(50);
+        want.extend_from_slice(&big.repeat(40));
+        assert!(plaintext == want, "plaintext intact");
         // One data record, plus at most the TLS 1.3 session tickets the
         // server sends after the handshake.
         assert!(
-            records <= 3,
-            "{records} records for 50 frames ({versions:?})"
+            records[0] <= 3,
+            "{} records for 50 frames ({versions:?})",
+            records[0]
+        );
+        assert_eq!(
+            records[1], 3,
+            "40000 bytes = 16384 + 16384 + 7232 ({versions:?})"
         );
     }
 }
 
 /// Client for the record count: handshake, say "go", then read the raw
-/// socket, counting TLS records, until `total` plaintext bytes arrived.
+/// socket record by record until each round's plaintext has come; returns
+/// the records per round (a record without plaintext, such as a session
+/// ticket, counts in the round it arrived in) and all plaintext.
 fn count_records(
     mut sock: TcpStream,
     config: Arc<rustls::ClientConfig>,
-    total: usize,
-) -> (usize, Vec<u8>) {
+    rounds: &[usize],
+) -> (Vec<usize>, Vec<u8>) {
     let mut conn = rustls::ClientConnection::new(config, localhost()).unwrap();
     while conn.is_handshaking() {
         conn.complete_io(&mut sock).unwrap();
@@ -332,37 +352,44 @@ fn count_records(
     while conn.wants_write() {
         conn.write_tls(&mut sock).unwrap();
     }
+    let total: usize = rounds.iter().sum();
     let mut wire = Vec::new();
     let mut plaintext = Vec::new();
-    let mut records = 0;
-    let mut parsed = 0;
+    let mut records = vec![0; rounds.len()];
     let mut buf = [0u8; 65536];
     while plaintext.len() < total {
         let n = sock.read(&mut buf).unwrap();
         assert!(n > 0, "EOF before all plaintext");
         wire.extend_from_slice(&buf[..n]);
         // Record header: type, version (2), length (2).
-        while wire.len() >= parsed + 5 {
-            let len = u16::from_be_bytes([wire[parsed + 3], wire[parsed + 4]]) as usize;
-            if wire.len() < parsed + 5 + len {
+        while wire.len() >= 5 {
+            let len = u16::from_be_bytes([wire[3], wire[4]]) as usize;
+            if wire.len() < 5 + len {
                 break;
             }
-            assert_eq!(wire[parsed], 0x17, "application data records only");
-            records += 1;
-            parsed += 5 + len;
-        }
-        let mut chunk = &buf[..n];
-        while !chunk.is_empty() {
-            conn.read_tls(&mut chunk).unwrap();
-            conn.process_new_packets().unwrap();
-        }
-        let mut out = [0u8; 65536];
-        loop {
-            match conn.reader().read(&mut out) {
-                Ok(0) => break,
-                Ok(k) => plaintext.extend_from_slice(&out[..k]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) => panic!("client read: {err}"),
+            assert_eq!(wire[0], 0x17, "application data records only");
+            let record: Vec<u8> = wire.drain(..5 + len).collect();
+            let mut round = 0;
+            let mut before = plaintext.len();
+            while round + 1 < rounds.len() && before >= rounds[round] {
+                before -= rounds[round];
+                round += 1;
+            }
+            records[round] += 1;
+            // read_tls takes at most a few kB per call.
+            let mut rest = &record[..];
+            while !rest.is_empty() {
+                conn.read_tls(&mut rest).unwrap();
+                conn.process_new_packets().unwrap();
+            }
+            let mut out = [0u8; 65536];
+            loop {
+                match conn.reader().read(&mut out) {
+                    Ok(0) => break,
+                    Ok(k) => plaintext.extend_from_slice(&out[..k]),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(err) => panic!("client read: {err}"),
+                }
             }
         }
     }

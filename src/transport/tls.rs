@@ -266,8 +266,10 @@ impl TlsTransport {
         } else {
             self.staged.extend_from_slice(taken);
             if self.staged.len() >= MAX_RECORD_PLAINTEXT {
-                // A full record is ready: no point waiting for the flush.
-                self.encrypt_staged();
+                // Full records are ready: no point waiting for the flush.
+                // The remainder waits, so it can still fill a record.
+                let whole = self.staged.len() - self.staged.len() % MAX_RECORD_PLAINTEXT;
+                self.encrypt_staged(whole);
             }
         }
         Ok(take)
@@ -278,7 +280,7 @@ impl TlsTransport {
     /// `shutdown_write`, the FIN has been sent); `Ok(false)` when the kernel
     /// would block (register for writable).
     pub fn flush_pending(&mut self) -> io::Result<bool> {
-        self.encrypt_staged();
+        self.encrypt_staged(self.staged.len());
         self.drain_session();
         if !self.send_out()? {
             return Ok(false);
@@ -320,7 +322,7 @@ impl TlsTransport {
         }
         self.fin_wanted = true;
         if self.mode == Mode::Tls {
-            self.encrypt_staged();
+            self.encrypt_staged(self.staged.len());
             self.session.send_close_notify();
             self.drain_session();
         }
@@ -352,15 +354,17 @@ impl TlsTransport {
         }
     }
 
-    /// Moves plaintext into rustls once the keys exist; in one `write`
-    /// call, so rustls cuts it into full records, not one per frame.
-    fn encrypt_staged(&mut self) {
+    /// Moves the first `len` staged bytes into rustls once the keys exist;
+    /// in one `write` call, so rustls cuts them into full records, not one
+    /// per frame.
+    fn encrypt_staged(&mut self, len: usize) {
         if self.mode != Mode::Tls || self.session.is_handshaking() || self.staged.is_empty() {
             return;
         }
+        let len = len.min(self.staged.len());
         let mut start = 0;
-        while start < self.staged.len() {
-            let rest = self.staged.get(start..).unwrap_or_default();
+        while start < len {
+            let rest = self.staged.get(start..len).unwrap_or_default();
             match self.session.writer().write(rest) {
                 Ok(0) | Err(_) => {
                     // rustls' own limit: move its records out and go on.
@@ -374,7 +378,7 @@ impl TlsTransport {
                 }
             }
         }
-        self.staged.drain(..start.min(self.staged.len()));
+        self.staged.drain(..start.min(len));
     }
 
     /// Moves every record rustls has queued into `out`; true if any moved.
