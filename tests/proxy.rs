@@ -560,7 +560,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(&unit_path).expect("deploy/wschat.service");
     // verify checks that ExecStart exists; point it at the binary under
     // test instead of the installed path, and change nothing else.
-    let exec = "ExecStart=/usr/local/bin/wschat\n";
+    let exec = "ExecStart=/usr/local/bin/wschat $PORT\n";
     assert_eq!(unit.matches(exec).count(), 1, "one ExecStart line expected");
     for setting in [
         "DynamicUser=yes",
@@ -574,7 +574,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     }
     let dir = TempDir::new("systemd");
     let copy = dir.join("wschat.service");
-    let exec_here = format!("ExecStart={}\n", env!("CARGO_BIN_EXE_wschat"));
+    let exec_here = format!("ExecStart={} $PORT\n", env!("CARGO_BIN_EXE_wschat"));
     std::fs::write(&copy, unit.replace(exec, &exec_here)).unwrap();
     let out = Command::new(analyze)
         .arg("verify")

@@ -584,3 +584,76 @@ fn reload_swaps_the_pair_for_new_connections_and_keeps_it_on_error() {
     hello_server(&mut server).unwrap();
     assert_eq!(client.join().unwrap().unwrap().reply, b"HELLO");
 }
+
+/// `openssl s_client` (an independent TLS implementation) against the
+/// transport: version, ALPN, data both ways, close_notify ends it cleanly.
+#[test]
+fn openssl_s_client_tls12_tls13_and_alpn() {
+    let openssl = tls_support::require("openssl", "openssl");
+    let dir = TempDir::new("tls-s-client");
+    let pki = pki(&dir);
+    let settings = TlsSettings::load(&pki.cert, &pki.key).unwrap();
+    for (flag, version) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+        for (alpn, accepted) in [("http/1.1", true), ("h2,http/1.1", true), ("h2", false)] {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut child = std::process::Command::new(&openssl)
+                .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+                .args(["-servername", "localhost", "-verify_return_error", flag])
+                .args(["-alpn", alpn, "-ign_eof", "-CAfile"])
+                .arg(&pki.ca_cert)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn openssl s_client");
+            child.stdin.take().unwrap().write_all(b"hello").unwrap();
+            let (sock, _) = listener.accept().unwrap();
+            sock.set_nonblocking(true).unwrap();
+            let mut server =
+                TlsTransport::new(mio::net::TcpStream::from_std(sock), settings.config()).unwrap();
+            let served = hello_server(&mut server);
+            let _ = server.flush_pending();
+            drop(server);
+            let deadline = Instant::now() + LIMIT;
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("s_client did not exit");
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if accepted {
+                served.unwrap_or_else(|e| panic!("{flag} {alpn}: {e}\n{text}"));
+                assert!(
+                    text.contains(&format!("Protocol: {version}"))
+                        || text.contains(&format!("New, {version}")),
+                    "{flag}: {text}"
+                );
+                assert!(
+                    text.contains("ALPN protocol: http/1.1"),
+                    "{flag} {alpn}: {text}"
+                );
+                assert!(text.contains("HELLO"), "{flag} {alpn}: {text}");
+                assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+            } else {
+                let err = served.expect_err("h2 only must fail");
+                assert!(
+                    matches!(
+                        TlsFailure::of(&err),
+                        Some(TlsFailure::Rejected(rustls::Error::NoApplicationProtocol))
+                    ),
+                    "{err}"
+                );
+                assert!(text.contains("no application protocol"), "{flag}: {text}");
+                assert!(!out.status.success());
+            }
+        }
+    }
+}
