@@ -209,6 +209,7 @@ impl TlsTransport {
             match self.session.read_tls(&mut self.socket) {
                 Ok(0) => self.peer_eof = true,
                 Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
             }
             if let Err(err) = self.session.process_new_packets() {
