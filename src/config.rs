@@ -92,7 +92,7 @@ impl Default for Config {
 /// What the command line asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
@@ -297,7 +297,7 @@ where
         config.allowed_origins = origins_from_flags;
     }
     check_combinations(&config)?;
-    Ok(Command::Run(config))
+    Ok(Command::Run(Box::new(config)))
 }
 
 fn bool_setting<'c>(config: &'c mut Config, flag: &str) -> &'c mut bool {
@@ -520,7 +520,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, ConfigError> {
         match parse(args.iter().copied(), no_env)? {
-            Command::Run(c) => Ok(c),
+            Command::Run(c) => Ok(*c),
             other => panic!("expected Run, got {other:?}"),
         }
     }

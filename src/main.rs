@@ -8,7 +8,7 @@ use wschat::config::{self, Command};
 fn main() -> ExitCode {
     let args = std::env::args().skip(1);
     let config = match config::parse(args, |name| std::env::var(name).ok()) {
-        Ok(Command::Run(config)) => config,
+        Ok(Command::Run(config)) => *config,
         Ok(Command::Help) => {
             print!("{}", config::HELP);
             return ExitCode::SUCCESS;
