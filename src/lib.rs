@@ -21,6 +21,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod server;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle};

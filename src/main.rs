@@ -23,6 +23,8 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Before binding: every connection is a descriptor.
+    wschat::server::raise_fd_limit();
 
     let mut server = match wschat::Server::bind(config.clone()) {
         Ok(server) => server,

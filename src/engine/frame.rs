@@ -237,9 +237,20 @@ impl Decoder {
         }
     }
 
-    /// True while a fragmented message or a frame is only partly received.
-    pub fn is_mid_message(&self) -> bool {
-        self.message_opcode.is_some() || self.payload.is_some() || self.header_len > 0
+    /// Takes the message just returned by [`Decoder::next_event`] out of the
+    /// decoder, so that the caller can hand it on while the decoder (and
+    /// whatever owns it) is borrowed elsewhere. [`Decoder::give_back`]
+    /// returns the buffer for reuse.
+    pub fn take_message(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.message)
+    }
+
+    /// Returns a buffer taken with [`Decoder::take_message`].
+    pub fn give_back(&mut self, mut buffer: Vec<u8>) {
+        if self.message.capacity() == 0 && buffer.capacity() <= KEEP_CAPACITY {
+            buffer.clear();
+            self.message = buffer;
+        }
     }
 
     /// Releases buffer capacity not holding a message in progress.
@@ -254,7 +265,8 @@ impl Decoder {
     }
 
     /// Bytes held for a message being assembled (for memory accounting).
-    pub fn buffered_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn buffered_bytes(&self) -> usize {
         self.message.capacity() + self.control.capacity()
     }
 
