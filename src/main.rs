@@ -1,6 +1,8 @@
 //! The `wschat` binary: parse the command line, start logging, run the
 //! server. Everything else lives in the library.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 use wschat::config::{self, Command};

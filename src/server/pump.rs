@@ -446,6 +446,18 @@ impl<S: Service> Server<S> {
                             self.mark_dirty(t);
                             self.schedule(t);
                         }
+                        Expiry::Closed { code } => {
+                            if let Some(slot) = self.conns.get(t) {
+                                info!(
+                                    "closing {} with {code}: message not completed in time",
+                                    slot.addr
+                                );
+                            }
+                            self.metrics.close_sent(code);
+                            self.mark_dirty(t);
+                            self.schedule(t);
+                            self.leave(t);
+                        }
                         Expiry::HandshakeTimeout => {
                             self.metrics.rejected("timeout");
                             self.drop_connection(t, "no request within the handshake timeout");
