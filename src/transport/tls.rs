@@ -163,6 +163,11 @@ impl TlsTransport {
         &mut self.socket
     }
 
+    /// The socket, for socket options.
+    pub fn socket_ref(&self) -> &TcpStream {
+        &self.socket
+    }
+
     /// True until the TLS handshake has completed (the handshake timeout
     /// covers this and the request head together).
     pub fn is_handshaking(&self) -> bool {
