@@ -32,6 +32,7 @@ use crate::engine::connection::{Connection, Expiry, Limits};
 use crate::engine::http;
 use crate::metrics::Metrics;
 use crate::transport::Transport;
+use crate::transport::tls::{TlsSettings, TlsTransport};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -53,6 +54,8 @@ use timers::Timers;
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+/// SIGHUP: reload the TLS certificate and key.
+const RELOAD: Token = Token(usize::MAX - 4);
 
 /// Connections the kernel may queue before `accept` (capped at somaxconn).
 const LISTEN_BACKLOG: i32 = 65535;
@@ -195,6 +198,10 @@ pub struct Server<S: Service = Wschat> {
     shutdown_requested: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<UnixStream>,
+    /// The read end SIGHUP writes to.
+    reload_signals: Option<UnixStream>,
+    /// The certificate and key when the port speaks TLS (section 10).
+    tls: Option<TlsSettings>,
     /// Set once shutdown began: when `run` gives up waiting.
     shutdown_deadline: Option<Instant>,
     /// `accept` failed for lack of descriptors; retried every tick.
@@ -260,6 +267,8 @@ impl<S: Service> Server<S> {
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
             signals: None,
+            reload_signals: None,
+            tls: None,
             shutdown_deadline: None,
             accept_paused: false,
             accept_warned: None,
@@ -269,6 +278,12 @@ impl<S: Service> Server<S> {
             next_check: now + TICK,
             next_service_tick: now + SERVICE_TICK,
         })
+    }
+
+    /// Makes the port speak TLS with these files (loaded by the caller,
+    /// which turns a load error into exit status 2).
+    pub fn use_tls(&mut self, settings: TlsSettings) {
+        self.tls = Some(settings);
     }
 
     /// The address actually bound.
@@ -312,6 +327,17 @@ impl<S: Service> Server<S> {
             .registry()
             .register(&mut read_end, SIGNALS, Interest::READABLE)?;
         self.signals = Some(read_end);
+        // SIGHUP on a pipe of its own: a reload must never be mistaken for
+        // a shutdown, however signals coalesce.
+        let (read_end, write_end) = std::os::unix::net::UnixStream::pair()?;
+        read_end.set_nonblocking(true)?;
+        write_end.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, write_end)?;
+        let mut read_end = UnixStream::from_std(read_end);
+        self.poll
+            .registry()
+            .register(&mut read_end, RELOAD, Interest::READABLE)?;
+        self.reload_signals = Some(read_end);
         Ok(())
     }
 
@@ -354,6 +380,7 @@ impl<S: Service> Server<S> {
                             return Ok(());
                         }
                     }
+                    RELOAD => self.reload_tls(),
                     Token(t) => {
                         if event.is_writable() {
                             self.mark_dirty(t);
@@ -480,10 +507,20 @@ impl<S: Service> Server<S> {
             warn!("cannot register connection from {addr}: {e}");
             return;
         }
+        let transport = match &self.tls {
+            None => Transport::Plain(socket),
+            Some(tls) => match TlsTransport::new(socket, tls.config()) {
+                Ok(tls) => Transport::Tls(Box::new(tls)),
+                Err(e) => {
+                    warn!("cannot start TLS for {addr}: {e}");
+                    return;
+                }
+            },
+        };
         debug!("accepted {addr}");
         entry.insert(Slot {
             conn: Connection::new(self.now, &self.limits),
-            transport: Transport::Plain(socket),
+            transport,
             addr,
             app: None,
             timer_at: self.now + NEVER,
@@ -520,6 +557,45 @@ impl<S: Service> Server<S> {
         }
         self.begin_shutdown();
         false
+    }
+
+    /// SIGHUP (PROTOCOL section 10): read the certificate and key again.
+    /// New connections get the new pair; open ones keep theirs. On error
+    /// the old pair stays. Without TLS there is nothing to reload.
+    fn reload_tls(&mut self) {
+        let mut got = false;
+        if let Some(signals) = &mut self.reload_signals {
+            let mut buf = [0u8; 16];
+            loop {
+                match signals.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => got = true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        if !got {
+            return;
+        }
+        let Some(tls) = &mut self.tls else {
+            info!("SIGHUP ignored: no TLS certificate to reload");
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                self.metrics.tls_reloaded(true);
+                info!(
+                    "TLS certificate reloaded from {} and {}",
+                    tls.cert_path().display(),
+                    tls.key_path().display()
+                );
+            }
+            Err(e) => {
+                self.metrics.tls_reloaded(false);
+                log::error!("TLS reload failed, keeping the previous certificate: {e}");
+            }
+        }
     }
 
     fn begin_shutdown(&mut self) {

@@ -74,6 +74,22 @@ impl Transport {
         let _ = rustix::net::sockopt::set_socket_linger(self.socket(), Some(Duration::ZERO));
     }
 
+    /// Gives back the transport's own buffers while the connection idles.
+    pub fn trim_idle(&mut self) {
+        if let Transport::Tls(tls) = self {
+            tls.trim_idle();
+        }
+    }
+
+    /// The peer started a TLS handshake and hung up before finishing it
+    /// (counted as `reason="tls"`).
+    pub fn abandoned_handshake(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(tls) => tls.abandoned_handshake(),
+        }
+    }
+
     /// The socket, for registering with the poll.
     pub fn source(&mut self) -> &mut TcpStream {
         match self {

@@ -123,6 +123,11 @@ pub struct TlsTransport {
     fin_sent: bool,
     /// The peer's EOF (or close_notify) has been seen: `read` returns 0.
     peer_eof: bool,
+    /// Some ciphertext arrived: an EOF now abandons a started handshake.
+    received: bool,
+    /// A [`TlsFailure`] was reported: from now on `read` only drains the
+    /// socket and `shutdown_write` sends no close_notify.
+    failed: bool,
 }
 
 impl fmt::Debug for TlsTransport {
@@ -155,6 +160,8 @@ impl TlsTransport {
             fin_wanted: false,
             fin_sent: false,
             peer_eof: false,
+            received: false,
+            failed: false,
         })
     }
 
@@ -191,11 +198,20 @@ impl TlsTransport {
     /// close. During the handshake this also queues rustls' answers and
     /// tries to send them; if the kernel does not take them all,
     /// `wants_write()` says so.
+    ///
+    /// After a failure was reported, `read` drains the socket (the bytes are
+    /// not plaintext; the caller discards them while its refusal goes out),
+    /// so that the close is a FIN and not a reset that could destroy the
+    /// 400 or the alert in flight.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed {
+            return self.socket.read(buf);
+        }
         if self.mode == Mode::Unchecked {
             self.check_first_byte()?;
         }
         if self.mode == Mode::NotTls {
+            self.failed = true;
             return Err(TlsFailure::NotTls.into_io());
         }
         loop {
@@ -213,7 +229,7 @@ impl TlsTransport {
             }
             match self.session.read_tls(&mut self.socket) {
                 Ok(0) => self.peer_eof = true,
-                Ok(_) => {}
+                Ok(_) => self.received = true,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
             }
@@ -221,6 +237,7 @@ impl TlsTransport {
                 // rustls has queued the alert that explains the refusal.
                 self.drain_session();
                 let _ = self.send_out();
+                self.failed = true;
                 return Err(TlsFailure::Rejected(err).into_io());
             }
             if self.session.wants_write() {
@@ -327,16 +344,24 @@ impl TlsTransport {
             return;
         }
         self.fin_wanted = true;
-        if self.mode == Mode::Tls {
+        if self.mode == Mode::Tls && !self.failed {
             self.encrypt_staged(self.staged.len());
             self.session.send_close_notify();
             self.drain_session();
         }
     }
 
-    /// True when the loop should keep readable interest.
+    /// True when the peer sent part of a TLS handshake and the handshake
+    /// never completed: at its EOF, a failed handshake (`reason="tls"`),
+    /// unlike a connection that closes without sending anything.
+    pub fn abandoned_handshake(&self) -> bool {
+        !self.failed && self.mode == Mode::Tls && self.received && self.session.is_handshaking()
+    }
+
+    /// True when the loop should keep readable interest (after a failure
+    /// too: the socket is drained until the peer's EOF).
     pub fn wants_read(&self) -> bool {
-        !self.peer_eof && self.mode != Mode::NotTls
+        !self.peer_eof
     }
 
     /// True when bytes are waiting for the kernel (register writable).
