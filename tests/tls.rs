@@ -728,3 +728,21 @@ fn trusted_proxy_names_the_client_in_log_lines() {
         }
     }
 }
+
+#[test]
+fn wschat_bench_speaks_wss() {
+    let fx = start_tls("tls-bench", &["--echo"], "warn");
+    let url = format!("wss://127.0.0.1:{}/echo", fx.server.addr.port());
+    let (status, stdout, stderr) = run_to_exit(
+        {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_wschat-bench"));
+            cmd.args(["echo", "--url", &url, "--clients", "2", "--duration", "1"]);
+            cmd
+        },
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("on wss://"), "{stdout}");
+    assert!(stdout.contains("disconnects 0, bad echoes 0"), "{stdout}");
+    assert!(stdout.contains("verdict: ok"), "{stdout}");
+}
