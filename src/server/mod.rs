@@ -60,13 +60,13 @@ const LISTEN_BACKLOG: i32 = 65535;
 const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 /// How often the server-wide checks run while there is something to check
 /// (blocked output, 503'd sockets to drain, a paused accept).
-pub const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(100);
 /// How often the service's own timers run.
 const SERVICE_TICK: Duration = Duration::from_secs(1);
 /// The loop's one read buffer; idle connections own no input buffer.
 const READ_BUFFER: usize = 64 * 1024;
 /// Bytes one connection may read per loop turn before others get a turn.
-pub const READ_BUDGET: usize = 4 * READ_BUFFER;
+const READ_BUDGET: usize = 4 * READ_BUFFER;
 /// Connections flushed per loop turn. A turn that finds more dirty ones
 /// polls for input (without waiting) before going on, so messages that
 /// arrive during a long flush join the buffers not yet written: lower
@@ -76,7 +76,7 @@ pub const READ_BUDGET: usize = 4 * READ_BUFFER;
 /// (docs/benchmarks.md, "Flush chunk").
 const FLUSH_CHUNK: usize = 64;
 /// Complete messages one connection may have handled per loop turn.
-pub const MESSAGE_BUDGET: u16 = 64;
+const MESSAGE_BUDGET: u16 = 64;
 /// A connection with less unsent output than this is never dropped for the
 /// server-wide output budget: it is keeping up, whatever the others do.
 /// Neither is one whose last write the kernel took whole: its backlog is
