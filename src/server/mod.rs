@@ -63,15 +63,13 @@ const LISTEN_BACKLOG: i32 = 65535;
 const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 /// How often the server-wide checks run while there is something to check
 /// (blocked output, 503'd sockets to drain, a paused accept).
-pub const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(100);
 /// How often the service's own timers run.
 const SERVICE_TICK: Duration = Duration::from_secs(1);
-/// Far enough never to matter, near enough not to overflow.
-const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// The loop's one read buffer; idle connections own no input buffer.
 const READ_BUFFER: usize = 64 * 1024;
 /// Bytes one connection may read per loop turn before others get a turn.
-pub const READ_BUDGET: usize = 4 * READ_BUFFER;
+const READ_BUDGET: usize = 4 * READ_BUFFER;
 /// Connections flushed per loop turn. A turn that finds more dirty ones
 /// polls for input (without waiting) before going on, so messages that
 /// arrive during a long flush join the buffers not yet written: lower
@@ -81,7 +79,7 @@ pub const READ_BUDGET: usize = 4 * READ_BUFFER;
 /// (docs/benchmarks.md, "Flush chunk").
 const FLUSH_CHUNK: usize = 64;
 /// Complete messages one connection may have handled per loop turn.
-pub const MESSAGE_BUDGET: u16 = 64;
+const MESSAGE_BUDGET: u16 = 64;
 /// A connection with less unsent output than this is never dropped for the
 /// server-wide output budget: it is keeping up, whatever the others do.
 /// Neither is one whose last write the kernel took whole: its backlog is
@@ -100,8 +98,8 @@ pub(crate) struct Slot<P> {
     transport: Transport,
     addr: SocketAddr,
     app: Option<P>,
-    /// The time of this slot's live deadline entry in the timer heap.
-    timer_at: Instant,
+    /// The key of this slot's live deadline entry in the timer heap.
+    timer_at: timers::Millis,
     /// On the loop's list of connections to flush this turn.
     dirty: bool,
     /// WRITABLE interest is registered (output the kernel refused).
@@ -193,6 +191,8 @@ pub struct Server<S: Service = Wschat> {
     /// Connections whose output the kernel refused (WRITABLE registered).
     blocked: usize,
     read_buffer: Vec<u8>,
+    /// Lent to each new WebSocket for its greeting (see `greet`).
+    spare_output: Vec<u8>,
     /// Sockets answered 503 at the door, drained until EOF or their deadline.
     door_rejects: VecDeque<(TcpStream, Instant)>,
     shutdown_requested: Arc<AtomicBool>,
@@ -246,6 +246,7 @@ impl<S: Service> Server<S> {
             max_message_bytes: config.max_message_bytes,
         };
         let now = Instant::now();
+        let max_connections = config.max_connections;
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -255,7 +256,7 @@ impl<S: Service> Server<S> {
             conns: Slab::new(),
             service,
             metrics: Metrics::default(),
-            timers: Timers::default(),
+            timers: Timers::new(now, max_connections),
             dirty: VecDeque::new(),
             backlog: Vec::new(),
             stashes: HashMap::new(),
@@ -263,6 +264,7 @@ impl<S: Service> Server<S> {
             closes: Vec::new(),
             blocked: 0,
             read_buffer: vec![0; READ_BUFFER],
+            spare_output: Vec::with_capacity(4096),
             door_rejects: VecDeque::new(),
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
@@ -523,12 +525,12 @@ impl<S: Service> Server<S> {
             transport,
             addr,
             app: None,
-            timer_at: self.now + NEVER,
+            timer_at: timers::NONE,
             dirty: false,
             wants_write: false,
             in_backlog: false,
             read_paused: false,
-            trim_armed: true,
+            trim_armed: false,
         });
         self.schedule(t);
     }

@@ -3,7 +3,7 @@
 //! output from connections back into transports.
 
 use super::room::LoopRoom;
-use super::timers::Kind;
+use super::timers::{self, Kind};
 use super::*;
 use crate::app::{Answer, Response};
 use crate::engine::connection::Step;
@@ -229,6 +229,7 @@ impl<S: Service> Server<S> {
                 let Some(slot) = self.conns.get_mut(t) else {
                     return;
                 };
+                slot.conn.swap_empty_output(&mut self.spare_output);
                 slot.conn.open(&accept, subprotocol, now, &self.limits);
                 slot.app = Some(peer);
                 info!("open {} {} ({app})", Shown(addr), request.path);
@@ -262,8 +263,8 @@ impl<S: Service> Server<S> {
         client
     }
 
-    /// Writes the `101` and the greeting at once: a connection that then
-    /// stays idle keeps no output buffer at all.
+    /// Writes the `101` and the greeting at once, from the buffer lent for
+    /// it: a connection that then stays idle keeps no output buffer at all.
     fn greet(&mut self, t: usize) {
         let Some(slot) = self.conns.get_mut(t) else {
             return;
@@ -271,6 +272,7 @@ impl<S: Service> Server<S> {
         match slot.write_out() {
             Ok(written) => {
                 self.metrics.bytes_sent += written as u64;
+                slot.conn.swap_empty_output(&mut self.spare_output);
                 slot.conn.release_output();
                 self.after_write(t);
             }
@@ -477,18 +479,18 @@ impl<S: Service> Server<S> {
     // ----- timers ----------------------------------------------------------
 
     /// Makes sure the connection's deadline has a timer entry, and that a
-    /// connection that moved bytes gives its buffers back once quiet.
+    /// connection holding buffers gives them back once quiet (an idle one
+    /// holds none, and costs one timer entry).
     pub(super) fn schedule(&mut self, t: usize) {
         let now = self.now;
         let Some(slot) = self.conns.get_mut(t) else {
             return;
         };
-        let deadline = slot.conn.deadline();
+        let deadline = self.timers.key(slot.conn.deadline());
         if deadline < slot.timer_at {
-            slot.timer_at = deadline;
-            self.timers.push(deadline, t, Kind::Deadline);
+            slot.timer_at = self.timers.push(slot.conn.deadline(), t, Kind::Deadline);
         }
-        if !slot.trim_armed {
+        if !slot.trim_armed && (slot.conn.holds_buffers() || slot.transport.holds_buffers()) {
             slot.trim_armed = true;
             self.timers.push(now + TRIM_AFTER, t, Kind::Trim);
         }
@@ -518,7 +520,7 @@ impl<S: Service> Server<S> {
                     if at != slot.timer_at {
                         continue;
                     }
-                    slot.timer_at = now + NEVER;
+                    slot.timer_at = timers::NONE;
                     match slot.conn.on_deadline(now, &self.limits) {
                         Expiry::NotYet => self.schedule(t),
                         Expiry::Pinged => {

@@ -81,6 +81,14 @@ impl Transport {
         }
     }
 
+    /// Whether [`Transport::trim_idle`] would have anything to give back.
+    pub fn holds_buffers(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(tls) => tls.holds_buffers(),
+        }
+    }
+
     /// The peer started a TLS handshake and hung up before finishing it
     /// (counted as `reason="tls"`).
     pub fn abandoned_handshake(&self) -> bool {

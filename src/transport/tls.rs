@@ -385,6 +385,12 @@ impl TlsTransport {
         }
     }
 
+    /// Whether this transport's own buffers hold memory (for the loop's
+    /// decision to arm a trim timer).
+    pub fn holds_buffers(&self) -> bool {
+        self.staged.capacity() > 0 || self.out.capacity() > 0
+    }
+
     /// Moves the first `len` staged bytes into rustls once the keys exist;
     /// in one `write` call, so rustls cuts them into full records, not one
     /// per frame.
