@@ -746,3 +746,34 @@ fn wschat_bench_speaks_wss() {
     assert!(stdout.contains("disconnects 0, bad echoes 0"), "{stdout}");
     assert!(stdout.contains("verdict: ok"), "{stdout}");
 }
+
+#[test]
+fn an_idle_drop_sends_no_close_notify() {
+    // Keepalive: a ping after 1 s of silence, the drop 1 s later. The peer
+    // is presumed gone, so there is no close handshake and no close_notify.
+    let fx = start_tls("tls-idle", &["--idle-timeout", "1"], "warn");
+    let mut tls = tls_with(fx.server.addr, fx.pki.client_config(BOTH, &[b"http/1.1"]));
+    let key = common::raw::new_key();
+    tls.write_all(common::raw::upgrade_request("/", &key, &[]).as_bytes())
+        .unwrap();
+    tls.sock
+        .0
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let end = tls.read_to_end(&mut got);
+    let elapsed = started.elapsed();
+    let err = end.expect_err("dropped, so no close_notify");
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    assert!(
+        got.windows(2).any(|w| w == [0x89, 0x00]),
+        "the keepalive ping came first"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(1800) && elapsed < Duration::from_secs(4),
+        "dropped after {elapsed:?}"
+    );
+}
