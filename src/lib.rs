@@ -13,11 +13,16 @@
 //!   [`engine::mask`] and [`engine::utf8`]), [`engine::close`] names close codes,
 //!   [`engine::connection`] holds one connection's state machine and buffers.
 //! - [`app`]: the applications on top of the engine: [`app::chat`] (the JSON
-//!   chat of PROTOCOL sections 3-5) and [`app::echo`] (section 6).
+//!   chat of PROTOCOL sections 3-5) and [`app::echo`] (section 6);
+//!   [`app::history`] keeps the broadcasts a new connection receives and
+//!   makes their ids (section 9); [`app::admin`] decides the admin API's
+//!   requests (section 11).
+//! - [`console`]: `--console`, standard input read on its own thread.
 //! - [`metrics`]: the counters behind `/metrics`.
 
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod metrics;
 pub mod server;
