@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the request-head parser, the frame decoder,
-# the chat handler and the admin API with cargo-fuzz (libFuzzer), each for a bounded time.
+# the chat handler and the admin API with cargo-fuzz (libFuzzer), each for
+# a bounded time.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]    (default 60, all targets)
 #
