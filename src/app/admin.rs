@@ -250,6 +250,22 @@ pub fn users_body<'a>(users: impl IntoIterator<Item = (&'a str, &'a str)>) -> Ve
     body
 }
 
+/// Appends the JSON of an `announce` event (the payload its frame carries
+/// and, with an `id`, what the history keeps):
+/// `{"type":"system","event":"announce","message":..,"ts":..,"id":..}`.
+/// A private announcement (`toname`) has no id.
+pub fn announce_json(out: &mut Vec<u8>, message: &str, ts: u64, id: Option<&str>) {
+    out.extend_from_slice(b"{\"type\":\"system\",\"event\":\"announce\",\"message\":");
+    push_json_str(out, message);
+    out.extend_from_slice(b",\"ts\":");
+    out.extend_from_slice(ts.to_string().as_bytes());
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        push_json_str(out, id);
+    }
+    out.push(b'}');
+}
+
 /// The admin API's settings: the token and `--max-chat-chars`.
 pub struct Admin {
     /// The token, zero-padded, so that comparing takes the same time
@@ -1031,6 +1047,28 @@ mod tests {
             ]})
         );
         assert_eq!(users_body(std::iter::empty()), b"{\"users\":[]}".to_vec());
+    }
+
+    #[test]
+    fn announce_events() {
+        let mut out = Vec::new();
+        announce_json(
+            &mut out,
+            "Maintenance \"at\" 18:00",
+            1763942400789,
+            Some("a-1"),
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).unwrap(),
+            serde_json::json!({"type": "system", "event": "announce",
+                "message": "Maintenance \"at\" 18:00", "ts": 1763942400789u64, "id": "a-1"})
+        );
+        out.clear();
+        announce_json(&mut out, "psst", 5, None);
+        assert_eq!(
+            out,
+            b"{\"type\":\"system\",\"event\":\"announce\",\"message\":\"psst\",\"ts\":5}"
+        );
     }
 
     #[test]
