@@ -416,6 +416,39 @@ mod tests {
         assert_ne!(a.next_id(), b.next_id());
     }
 
+    /// Two runs of this very test binary stand for two runs of the server
+    /// (a restart): their ids never meet.
+    #[test]
+    fn ids_differ_across_processes() {
+        const NAME: &str = "app::history::tests::ids_differ_across_processes";
+        if std::env::var_os("WSCHAT_TEST_PRINT_IDS").is_some() {
+            let mut ids = IdGenerator::new();
+            for _ in 0..100 {
+                println!("ID {}", ids.next_id());
+            }
+            return;
+        }
+        let run = || -> HashSet<String> {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env("WSCHAT_TEST_PRINT_IDS", "1")
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                // libtest may print its own text before ours on a line.
+                .filter_map(|l| l.rsplit_once("ID ").map(|(_, id)| id))
+                .map(str::to_string)
+                .collect()
+        };
+        let first = run();
+        let second = run();
+        assert_eq!((first.len(), second.len()), (100, 100));
+        assert!(first.is_disjoint(&second));
+    }
+
     #[test]
     fn ids_at_the_counter_limit_stay_valid() {
         let mut ids = IdGenerator::new();
