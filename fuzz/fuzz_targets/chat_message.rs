@@ -33,6 +33,7 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 use wschat::app::chat::{Chat, ChatPeer, MAX_NAME_CHARS, Room};
+use wschat::app::history::History;
 use wschat::engine::close::CloseCode;
 use wschat::engine::frame::{Decoder, Event};
 
@@ -81,6 +82,14 @@ fn decode(frame: &[u8], max_chars: usize) -> Value {
             check_color(&object["color"]);
             check_name(&object["name"]);
             assert!(object["ts"].is_u64());
+            // Broadcasts carry an id, private lines none (section 9).
+            assert_eq!(object.contains_key("id"), !object.contains_key("toname"));
+        }
+        "history" => {
+            for kept in object["messages"].as_array().expect("messages") {
+                assert_eq!(kept["type"], "usermsg", "{kept}");
+                assert!(kept["id"].is_string() && kept.get("toname").is_none());
+            }
         }
         "system" => {
             let event = object["event"].as_str().expect("event");
@@ -186,7 +195,7 @@ fuzz_target!(|data: &[u8]| {
         Some([b'!', rate, max, ..]) => (u32::from(*rate % 4), usize::from(*max % 40) + 1),
         _ => (0, 10),
     };
-    let mut chat = Chat::new(max_chars, rate);
+    let mut chat = Chat::new(max_chars, rate, History::new(5, 4096));
     let mut room = FuzzRoom {
         max_chars,
         ..FuzzRoom::default()

@@ -75,9 +75,11 @@ pub struct Response {
 pub enum Answer<P> {
     Respond(Response),
     /// Read a body of `length` bytes (within the handshake timeout), then
-    /// call [`Service::on_body`] with `pending`.
+    /// call [`Service::on_body`] with `pending`. With `send_continue` (the
+    /// request said `Expect: 100-continue`) a `100 Continue` goes first.
     ReadBody {
         length: usize,
+        send_continue: bool,
         pending: P,
     },
     /// Switch to WebSocket; `peer` becomes the connection's state.

@@ -22,6 +22,10 @@ pub fn find_head_end(buf: &[u8], searched: usize) -> Option<usize> {
         .map(|i| from + i + 4)
 }
 
+/// The interim answer to `Expect: 100-continue` (RFC 9110 section 10.1.1):
+/// clients such as curl wait for it before sending a larger body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// A parsed request head.
 #[derive(Debug)]
 pub struct Request<'a> {
