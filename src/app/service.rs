@@ -223,7 +223,12 @@ impl Service for Wschat {
             Ok(action) => perform(&mut self.chat, action, conns),
             Err(response) => response,
         };
-                admin::log_request(pending.addr, "POST", pending.endpoint.path(), Some(response.status));
+        admin::log_request(
+            pending.addr,
+            "POST",
+            pending.endpoint.path(),
+            Some(response.status),
+        );
         plain(response)
     }
 
@@ -263,7 +268,7 @@ impl Service for Wschat {
             Peer::Chat(peer) => self.chat.on_leave(&mut ChatRoom(conns), peer),
             // The body never came (check 6): closed without a response.
             Peer::Admin(pending) => {
-                                admin::log_request(pending.addr, "POST", pending.endpoint.path(), None);
+                admin::log_request(pending.addr, "POST", pending.endpoint.path(), None);
             }
             Peer::Echo => {}
         }

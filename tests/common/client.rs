@@ -86,7 +86,10 @@ impl Client {
         assert_eq!(users["type"], "users", "first message after 101: {users}");
         assert!(users["users"].is_array(), "{users}");
         let history = client.recv();
-        assert_eq!(history["type"], "history", "second message after 101: {history}");
+        assert_eq!(
+            history["type"], "history",
+            "second message after 101: {history}"
+        );
         (client, users, history)
     }
 

@@ -345,7 +345,10 @@ fn broadcasts_get_ids_and_are_kept_private_lines_and_events_are_not() {
     let mut f = Fixture::new(0);
     f.open(1);
     f.open(2);
-    assert_eq!(f.take(1)[1], serde_json::json!({"type": "history", "messages": []}));
+    assert_eq!(
+        f.take(1)[1],
+        serde_json::json!({"type": "history", "messages": []})
+    );
     f.say(1, r#"{"name":"alice","message":"one"}"#);
     f.say(2, r#"{"name":"bob","message":"psst","toname":"ALICE"}"#);
     let msgs = f.take(1);
@@ -356,11 +359,13 @@ fn broadcasts_get_ids_and_are_kept_private_lines_and_events_are_not() {
     let id = f.chat.announce(&mut f.room, "note".into(), None).unwrap();
     assert!(id.is_some());
     assert_eq!(
-        f.chat.announce(&mut f.room, "only you".into(), Some("Bob".into())),
+        f.chat
+            .announce(&mut f.room, "only you".into(), Some("Bob".into())),
         Ok(None)
     );
     assert_eq!(
-        f.chat.announce(&mut f.room, "x".into(), Some("carol".into())),
+        f.chat
+            .announce(&mut f.room, "x".into(), Some("carol".into())),
         Err(UnknownUser)
     );
     f.take(1);

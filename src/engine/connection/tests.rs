@@ -155,7 +155,10 @@ fn expect_continue_queues_100_before_the_body() {
     c.expect_body(2, true);
     assert_eq!(c.output(), b"HTTP/1.1 100 Continue\r\n\r\n");
     let mut body: &[u8] = b"{}";
-    assert_eq!(c.step(&mut body, now, &limits()), Step::Body(b"{}".to_vec()));
+    assert_eq!(
+        c.step(&mut body, now, &limits()),
+        Step::Body(b"{}".to_vec())
+    );
     // An empty body needs no invitation.
     let mut c = Connection::new(now, &limits());
     let mut input: &[u8] = b"POST /api/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
