@@ -629,6 +629,12 @@ fn every_admin_request_is_logged_without_token_or_body() {
         404
     );
     assert_eq!(call(addr, "GET /api/nope", &[&bearer()], None).status, 404);
+    // A body cut short by the client's EOF: logged without a status.
+    let mut raw = Raw::connect(addr);
+    raw.send(api_request("POST /api/kick", &[&bearer(), "Content-Length: 99"], None).as_bytes());
+    raw.send(secret.as_bytes());
+    raw.shutdown_write();
+    assert!(raw.read_to_eof().is_empty());
     server.sigterm();
     assert!(server.wait_exit(Duration::from_secs(5)).is_some());
     let log = server.stderr_text();
@@ -638,13 +644,14 @@ fn every_admin_request_is_logged_without_token_or_body() {
         .lines()
         .filter(|l| l.contains("admin request"))
         .collect();
-    assert_eq!(admin_lines.len(), 5, "{log}");
+    assert_eq!(admin_lines.len(), 6, "{log}");
     for (line, want) in admin_lines.iter().zip([
         "POST /api/publish -> 200",
         "GET /api/users -> 401",
         "GET /api/users -> 401",
         "POST /api/kick -> 404",
         "GET /api/nope -> 404",
+        "POST /api/kick -> closed without a response",
     ]) {
         assert!(line.contains("127.0.0.1:") && line.contains(want), "{line}");
         assert!(line.contains(" INFO "), "{line}");
