@@ -23,7 +23,10 @@
 //! - a rejected message changes nothing: the sender gets one `error`,
 //!   nobody else gets anything, its name and colour stay;
 //! - a `usermsg` text is trimmed, non-empty and within the limit; colours
-//!   are six upper-case hex digits;
+//!   are six upper-case hex digits; broadcasts carry an `id`, private
+//!   lines none;
+//! - an opened connection gets `users` then `history` (kept: broadcast
+//!   lines only, each with its id), and nobody else hears of it;
 //! - the only close the chat asks for is 1008 (flooding).
 #![no_main]
 
@@ -215,8 +218,9 @@ fuzz_target!(|data: &[u8]| {
                     entry.insert(chat.new_peer(slot, now));
                     chat.on_open(&mut room, slot);
                     let got = room.inbox.remove(&slot).unwrap_or_default();
-                    assert_eq!(got.len(), 1);
+                    assert_eq!(got.len(), 2);
                     assert_eq!(got[0]["type"], "users");
+                    assert_eq!(got[1]["type"], "history");
                     assert!(room.inbox.is_empty(), "others told of an unnamed open");
                 }
             }
@@ -244,8 +248,10 @@ fuzz_target!(|data: &[u8]| {
                     if room.closes.is_empty() {
                         assert_eq!(mine.len(), 1);
                     }
-                } else if !mine.is_empty() && mine.iter().all(|m| m["type"] == "users") {
-                    assert_eq!(room.inbox.len(), 1, "a users reply reached others");
+                } else if !mine.is_empty()
+                    && mine.iter().all(|m| m["type"] == "users" || m["type"] == "history")
+                {
+                    assert_eq!(room.inbox.len(), 1, "a users or history reply reached others");
                 }
                 // Closes asked for are carried out after the message, as the
                 // server's `settle` does.

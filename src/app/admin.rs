@@ -7,9 +7,9 @@
 //!
 //! - [`Step::Respond`]: the request is decided (404, 405, 401, 411, 413, 400):
 //!   write the [`Response`] and close;
-//! - [`Step::ReadBody`]: read exactly `len` body bytes (a [`BodyBuffer`]
-//!   helps), still under the handshake deadline, then call [`Admin::body`],
-//!   which gives either a 400 or an [`Action`];
+//! - [`Step::ReadBody`]: read exactly `len` body bytes, still under the
+//!   handshake deadline (the engine does, `Answer::ReadBody`), then call
+//!   [`Admin::body`], which gives either a 400 or an [`Action`];
 //! - [`Step::Act`]: perform the [`Action`] on the chat.
 //!
 //! The chat performs an [`Action`] and reports an [`Outcome`];
@@ -248,22 +248,6 @@ pub fn users_body<'a>(users: impl IntoIterator<Item = (&'a str, Color)>) -> Vec<
     }
     body.extend_from_slice(b"]}");
     body
-}
-
-/// Appends the JSON of an `announce` event (the payload its frame carries
-/// and, with an `id`, what the history keeps):
-/// `{"type":"system","event":"announce","message":..,"ts":..,"id":..}`.
-/// A private announcement (`toname`) has no id.
-pub fn announce_json(out: &mut Vec<u8>, message: &str, ts: u64, id: Option<&str>) {
-    out.extend_from_slice(b"{\"type\":\"system\",\"event\":\"announce\",\"message\":");
-    push_json_str(out, message);
-    out.extend_from_slice(b",\"ts\":");
-    out.extend_from_slice(ts.to_string().as_bytes());
-    if let Some(id) = id {
-        out.extend_from_slice(b",\"id\":");
-        push_json_str(out, id);
-    }
-    out.push(b'}');
 }
 
 /// The admin API's settings: the token and `--max-chat-chars`.
@@ -507,45 +491,6 @@ pub fn close_reason(reason: &str) -> String {
     }
     text.truncate(cut);
     text
-}
-
-/// Collects exactly the announced number of body bytes over several reads.
-#[derive(Debug)]
-pub struct BodyBuffer {
-    want: usize,
-    buf: Vec<u8>,
-}
-
-impl BodyBuffer {
-    /// A buffer for a body of `len` bytes (at most [`MAX_BODY_BYTES`], as
-    /// [`Step::ReadBody`] guarantees).
-    pub fn new(len: usize) -> BodyBuffer {
-        let want = len.min(MAX_BODY_BYTES);
-        BodyBuffer {
-            want,
-            buf: Vec::with_capacity(want),
-        }
-    }
-
-    /// Takes what the body still lacks from `input`; returns how many bytes
-    /// it took (bytes past the body are not part of the request).
-    pub fn feed(&mut self, input: &[u8]) -> usize {
-        let take = input.len().min(self.want - self.buf.len());
-        if let Some(part) = input.get(..take) {
-            self.buf.extend_from_slice(part);
-        }
-        take
-    }
-
-    /// True when the whole body has arrived.
-    pub fn is_complete(&self) -> bool {
-        self.buf.len() == self.want
-    }
-
-    /// The body so far.
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf
-    }
 }
 
 /// The info line for one admin request: peer, method and path, and the
@@ -1022,96 +967,6 @@ mod tests {
             ]})
         );
         assert_eq!(users_body(std::iter::empty()), b"{\"users\":[]}".to_vec());
-    }
-
-    #[test]
-    fn announce_events() {
-        let mut out = Vec::new();
-        announce_json(
-            &mut out,
-            "Maintenance \"at\" 18:00",
-            1763942400789,
-            Some("a-1"),
-        );
-        assert_eq!(
-            serde_json::from_slice::<Value>(&out).unwrap(),
-            serde_json::json!({"type": "system", "event": "announce",
-                "message": "Maintenance \"at\" 18:00", "ts": 1763942400789u64, "id": "a-1"})
-        );
-        out.clear();
-        announce_json(&mut out, "psst", 5, None);
-        assert_eq!(
-            out,
-            b"{\"type\":\"system\",\"event\":\"announce\",\"message\":\"psst\",\"ts\":5}"
-        );
-    }
-
-    #[test]
-    fn body_buffer_across_reads() {
-        let mut b = BodyBuffer::new(10);
-        assert!(!b.is_complete());
-        assert_eq!(b.feed(b"{\"mes"), 5);
-        assert_eq!(b.feed(b""), 0);
-        assert!(!b.is_complete());
-        // Bytes past the body are left to the caller.
-        assert_eq!(b.feed(b"sage\"}EXTRA"), 5);
-        assert!(b.is_complete());
-        assert_eq!(b.bytes(), b"{\"message\"");
-        assert_eq!(b.feed(b"more"), 0);
-        let mut empty = BodyBuffer::new(0);
-        assert!(empty.is_complete());
-        assert_eq!(empty.feed(b"x"), 0);
-        // Never more than 64 KiB, whatever it is told.
-        let mut big = BodyBuffer::new(usize::MAX);
-        assert_eq!(big.feed(&vec![b' '; 70_000]), MAX_BODY_BYTES);
-        assert!(big.is_complete());
-    }
-
-    #[test]
-    fn full_request_split_across_reads() {
-        let a = admin();
-        let message = r#"{"message":"hello"}"#;
-        let raw = format!(
-            "POST /api/publish HTTP/1.1\r\nHost: x\r\n{}\r\nContent-Length: {}\r\n\r\n{message}",
-            auth(),
-            message.len()
-        );
-        for step_size in [1, 2, 7, raw.len()] {
-            let mut got = Vec::new();
-            let mut body = None;
-            let mut action = None;
-            for chunk in raw.as_bytes().chunks(step_size) {
-                let mut chunk = chunk;
-                if body.is_none() {
-                    got.extend_from_slice(chunk);
-                    let Some(end) = crate::engine::http::find_head_end(&got, 0) else {
-                        continue;
-                    };
-                    let req = Request::parse(&got[..end]).unwrap();
-                    let Step::ReadBody { endpoint, len, .. } = a.request(&req) else {
-                        panic!("no body step");
-                    };
-                    let mut buffer = BodyBuffer::new(len);
-                    buffer.feed(&got[end..]);
-                    body = Some((endpoint, buffer));
-                    chunk = &[];
-                }
-                if let Some((endpoint, buffer)) = &mut body {
-                    buffer.feed(chunk);
-                    if buffer.is_complete() && action.is_none() {
-                        action = Some(a.body(*endpoint, buffer.bytes()));
-                    }
-                }
-            }
-            assert_eq!(
-                action,
-                Some(Ok(Action::Publish {
-                    message: "hello".into(),
-                    toname: None
-                })),
-                "step {step_size}"
-            );
-        }
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub struct Chat {
     pub rate_limited_total: u64,
 }
 
-/// A private announcement or line names nobody connected.
+/// An announcement's `toname` or a kick's `name` names nobody connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnknownUser;
 
