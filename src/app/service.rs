@@ -328,3 +328,98 @@ impl<C: Connections<Peer>> Room for ChatRoom<'_, C> {
         self.0.close(slot, code, reason);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::frame::Opcode;
+    use crate::metrics::Metrics;
+    use std::time::Instant;
+
+    const TOKEN: &str = "service-token-0123456789";
+
+    /// No connection is open: the admin API answers from the chat's state.
+    struct NoConnections(Metrics);
+
+    impl Connections<Peer> for NoConnections {
+        fn now(&self) -> Instant {
+            Instant::now()
+        }
+        fn peer(&mut self, _: ConnId) -> Option<&mut Peer> {
+            None
+        }
+        fn send(&mut self, _: ConnId, _: &[u8]) -> bool {
+            false
+        }
+        fn send_frame(&mut self, _: ConnId, _: Opcode, _: &[u8]) -> bool {
+            false
+        }
+        fn broadcast(&mut self, _: &[u8], _: impl FnMut(&Peer) -> bool) -> u64 {
+            0
+        }
+        fn close(&mut self, _: ConnId, _: CloseCode, _: &str) {}
+        fn metrics(&mut self) -> &mut Metrics {
+            &mut self.0
+        }
+        fn render_metrics(&mut self, _: &AppGauges) -> String {
+            String::new()
+        }
+    }
+
+    /// The status of `request_line` with the token and, for `Some(body)`,
+    /// that body.
+    fn status_of(service: &mut Wschat, request_line: &str, body: Option<&str>) -> u16 {
+        let length = body.map_or(String::new(), |b| {
+            format!("Content-Length: {}\r\n", b.len())
+        });
+        let head = format!("{request_line}\r\nAuthorization: Bearer {TOKEN}\r\n{length}\r\n");
+        let request = Request::parse(head.as_bytes()).unwrap();
+        let conns = &mut NoConnections(Metrics::default());
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let response = match service.on_request(1, &request, addr, conns) {
+            Answer::Respond(response) => response,
+            Answer::ReadBody {
+                pending, length, ..
+            } => {
+                let body = body.unwrap_or_default();
+                assert_eq!(length, body.len());
+                service.on_body(1, pending, body.as_bytes(), conns)
+            }
+            Answer::Upgrade { .. } => panic!("{request_line} upgraded"),
+        };
+        assert!(response.refusal.is_none());
+        response.status
+    }
+
+    /// Check 8 (a node cut off from its cluster) comes after the body's
+    /// checks and before the user's.
+    #[test]
+    fn a_lost_cluster_is_503_after_check_7_and_before_check_9() {
+        let mut service = Wschat::new(&Config {
+            admin_token: Some(TOKEN.into()),
+            ..Config::default()
+        });
+        let kick = "POST /api/kick HTTP/1.1";
+        assert_eq!(
+            status_of(&mut service, kick, Some(r#"{"name":"nobody"}"#)),
+            404
+        );
+        service.chat.unavailable = true;
+        assert_eq!(
+            status_of(&mut service, kick, Some(r#"{"name":"nobody"}"#)),
+            503
+        );
+        assert_eq!(status_of(&mut service, kick, Some(r#"{"name":5}"#)), 400);
+        let publish = "POST /api/publish HTTP/1.1";
+        assert_eq!(
+            status_of(&mut service, publish, Some(r#"{"message":"x"}"#)),
+            503
+        );
+        assert_eq!(
+            status_of(&mut service, "GET /api/users HTTP/1.1", None),
+            503
+        );
+        // Checks 1-5 still answer first.
+        assert_eq!(status_of(&mut service, "GET /api/kick HTTP/1.1", None), 405);
+    }
+}
