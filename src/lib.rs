@@ -19,7 +19,11 @@
 //! - [`app`]: what runs on top, behind one [`app::Service`] interface:
 //!   [`app::routes`] (the page, `/healthz`, `/metrics`), [`app::chat`] (the
 //!   JSON chat of PROTOCOL sections 3-5: requests become [`app::chat::ChatEvent`]s,
-//!   applied in one order) and [`app::echo`] (section 6).
+//!   applied in one order) and [`app::echo`] (section 6);
+//!   [`app::history`] keeps the broadcasts a new connection receives and
+//!   makes their ids (section 9); [`app::admin`] decides the admin API's
+//!   requests (section 11).
+//! - [`console`]: `--console`, standard input read on its own thread.
 //! - [`config`]: the command line and `WSCHAT_*` variables; [`metrics`]: the
 //!   counters behind `/metrics`.
 
@@ -27,6 +31,7 @@
 
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod metrics;
 pub mod server;
