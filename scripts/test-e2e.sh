@@ -12,7 +12,9 @@
 # Extra arguments go to `node --test` (e.g. a single file: chat.test.mjs).
 # v2.test.mjs needs a server with the v2 features (PROTOCOL.md sections 4, 9,
 # 11): it runs only with WSCHAT_E2E_V2=1 (or when named as an argument), which
-# also makes the screenshot test photograph the v2 scene. Screenshots go to
+# also makes the screenshot test photograph the v2 scene.
+# tls.test.mjs also needs the `openssl` command (sudo apt-get install openssl):
+# it makes a self-signed certificate and runs the page over https/wss. Screenshots go to
 # target/screenshots/; scripts/update-screenshots.sh copies them into docs/.
 set -euo pipefail
 
