@@ -4,7 +4,7 @@
 //
 // Everything talks to 127.0.0.1 only, and every wait is bounded.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,15 +32,17 @@ const CHROMIUM_ARGS = [
 /**
  * Starts `wschat PORT --host 127.0.0.1 ...flags` and resolves once it printed
  * `listening on http://127.0.0.1:PORT/`. With port 0 the kernel picks the port.
+ * With `tls: { cert, key }` (PEM files) it adds `--tls-cert`/`--tls-key`,
+ * expects `https://` in that line, and `server.url` is the https address.
  */
-export async function startServer({ port = 0, flags = [], tries = 1 } = {}) {
+export async function startServer({ port = 0, flags = [], tls, tries = 1 } = {}) {
   if (!fs.existsSync(BIN)) {
     throw new Error(`wschat binary not found at ${BIN}: run \`cargo build\` or set WSCHAT_BIN`);
   }
   let lastError;
   for (let i = 0; i < tries; i++) {
     try {
-      return await startOnce(port, flags);
+      return await startOnce(port, tls ? [...flags, '--tls-cert', tls.cert, '--tls-key', tls.key] : flags, tls ? 'https' : 'http');
     } catch (e) {
       lastError = e;
       await sleep(300);   // a restart on the same port may race the old socket's release
@@ -49,7 +51,7 @@ export async function startServer({ port = 0, flags = [], tries = 1 } = {}) {
   throw lastError;
 }
 
-function startOnce(port, flags) {
+function startOnce(port, flags, scheme) {
   const args = [String(port), '--host', '127.0.0.1', ...flags];
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });
   let stderr = '';
@@ -65,14 +67,22 @@ function startOnce(port, flags) {
       reject(new Error(`wschat ${args.join(' ')} exited early (code ${code}, signal ${signal}); stderr:\n${stderr}`));
     });
     lines.on('line', (line) => {
-      const m = /^listening on http:\/\/127\.0\.0\.1:(\d+)\/$/.exec(line.trim());
+      const m = /^listening on (https?):\/\/127\.0\.0\.1:(\d+)\/$/.exec(line.trim());
       if (!m) return;
+      if (m[1] !== scheme) {
+        // The line comes once: a wrong scheme means the flags were not taken as meant.
+        clearTimeout(timer);
+        proc.removeAllListeners('exit');
+        proc.kill('SIGKILL');
+        reject(new Error(`wschat ${args.join(' ')} listens on ${m[1]}, wanted ${scheme}`));
+        return;
+      }
       clearTimeout(timer);
       proc.removeAllListeners('exit');
       const server = {
         proc,
-        port: Number(m[1]),
-        url: `http://127.0.0.1:${m[1]}/`,
+        port: Number(m[2]),
+        url: `${scheme}://127.0.0.1:${m[2]}/`,
         get stderr() { return stderr; },
         /** Ends the process: SIGKILL for `kill`, else SIGTERM (then SIGKILL after 5 s). */
         async stop({ kill = false } = {}) {
@@ -111,10 +121,11 @@ export async function startBrowser() {
  * (alert/confirm/prompt) and uncaught page error so tests can assert none
  * happened, and every WebSocket with the frames sent and received as the
  * browser saw them (`page.sockets`). `setup(context)` runs before the page
- * loads (init scripts, routes).
+ * loads (init scripts, routes). `ignoreHTTPSErrors` accepts any certificate
+ * in this context, for pages served with a test's self-signed one.
  */
-export async function openPage(browser, url, { viewport = { width: 1000, height: 720 }, colorScheme = 'light', deviceScaleFactor = 1, setup } = {}) {
-  const context = await browser.newContext({ viewport, colorScheme, deviceScaleFactor, locale: 'en-GB', timezoneId: 'UTC' });
+export async function openPage(browser, url, { viewport = { width: 1000, height: 720 }, colorScheme = 'light', deviceScaleFactor = 1, ignoreHTTPSErrors = false, setup } = {}) {
+  const context = await browser.newContext({ viewport, colorScheme, deviceScaleFactor, ignoreHTTPSErrors, locale: 'en-GB', timezoneId: 'UTC' });
   context.setDefaultTimeout(STEP_TIMEOUT);
   if (setup) await setup(context);
   const page = await context.newPage();
@@ -255,4 +266,25 @@ export async function closeAll(...pages) {
 
 export function tmpDir(prefix) {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/**
+ * A fresh self-signed certificate for localhost and 127.0.0.1 (P-256, two
+ * days), made by the `openssl` command in a new temporary directory.
+ * Returns `{ dir, cert, key }` (PEM file paths).
+ */
+export function selfSignedCert() {
+  const dir = tmpDir('wschat-cert-');
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  const r = spawnSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-keyout', key, '-out', cert,
+  ], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (r.error?.code === 'ENOENT') throw new Error('openssl not found: sudo apt-get install openssl');
+  if (r.error || r.status !== 0) {
+    throw new Error(`openssl req failed (${r.error ?? `exit ${r.status}`}):\n${r.stderr}`);
+  }
+  return { dir, cert, key };
 }

@@ -9,6 +9,8 @@
 #   CI=true scripts/test-e2e.sh               # may apt-get install chromium
 #
 # Extra arguments go to `node --test` (e.g. a single file: chat.test.mjs).
+# tls.test.mjs also needs the `openssl` command (sudo apt-get install openssl):
+# it makes a self-signed certificate and runs the page over https/wss.
 # Screenshots go to
 # target/screenshots/; scripts/update-screenshots.sh copies them into docs/.
 set -euo pipefail
