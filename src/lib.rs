@@ -17,6 +17,7 @@
 //! - [`metrics`]: the counters behind `/metrics`.
 
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod metrics;
