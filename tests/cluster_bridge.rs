@@ -510,3 +510,46 @@ fn losing_redis_holds_events_and_recovers_after_an_empty_restart() {
     let ids: BTreeSet<_> = ea.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(ids.len(), ea.len());
 }
+
+#[test]
+fn renames_and_colour_changes_update_every_nodes_users() {
+    let redis = Redis::start();
+    let mut a = Node::start(&redis, Duration::from_secs(4), 0);
+    let mut b = Node::start(&redis, Duration::from_secs(4), 0);
+    a.connected();
+    b.connected();
+    a.link.propose(claim(1, "Al", 1));
+    // A rename: the new name claimed and the old released in one step.
+    let mut rename = claim(2, "Alan", 1);
+    rename.release = Some(Release {
+        key: "al".into(),
+        conn: 1,
+    });
+    a.link.propose(rename);
+    // A change of case and colour: the same key, claimed again by its holder.
+    let mut recolour = claim(3, "ALAN", 1);
+    if let Some(c) = recolour.claim.as_mut() {
+        c.color = "FF0000".into();
+    }
+    a.link.propose(recolour);
+    assert!(b.wait(Duration::from_secs(3), |s| count_events(s) >= 3));
+    let want = vec![User {
+        name: "ALAN".into(),
+        color: "FF0000".into(),
+    }];
+    assert_eq!(b.link.users(), want);
+    // The old name is free again; the new one is not.
+    b.link.propose(claim(4, "al", 2));
+    b.link.propose(claim(5, "alan", 3));
+    assert!(b.wait(Duration::from_secs(3), |s| answered(s, 4).is_some()
+        && answered(s, 5).is_some()));
+    assert_eq!(answered(&b.seen, 4), Some(true));
+    assert_eq!(answered(&b.seen, 5), Some(false));
+    // A release by a connection that does not hold the name changes nothing.
+    b.link.propose(leave(6, "Alan", 99));
+    assert!(a.wait(Duration::from_secs(3), |s| count_events(s) >= 5));
+    assert_eq!(
+        names(&a.link.users()),
+        ["ALAN", "al"].map(String::from).into()
+    );
+}
