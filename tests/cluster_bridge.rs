@@ -469,6 +469,7 @@ fn losing_redis_holds_events_and_recovers_after_an_empty_restart() {
     }
     let took = back.elapsed();
     assert!(took <= Duration::from_secs(2), "recovered after {took:?}");
+    eprintln!("both nodes serving again {took:?} after redis answered");
     assert!(
         a.wait(Duration::from_secs(1), |s| s.contains(&Notice::NameLost {
             conn: 2,
