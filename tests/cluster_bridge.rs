@@ -554,3 +554,35 @@ fn renames_and_colour_changes_update_every_nodes_users() {
         ["ALAN", "al"].map(String::from).into()
     );
 }
+
+#[test]
+fn data_lost_under_live_connections_is_repaired_within_a_tick() {
+    let redis = Redis::start();
+    let timeout = Duration::from_secs(2);
+    let mut a = Node::start(&redis, timeout, 10);
+    let mut b = Node::start(&redis, timeout, 10);
+    a.connected();
+    b.connected();
+    a.link.propose(claim(1, "Alice", 1));
+    assert!(b.wait(Duration::from_secs(3), |s| count_events(s) >= 1));
+    let old_id = b.events()[0].0.clone();
+    redis::cmd("FLUSHALL")
+        .query::<()>(&mut redis.client(None))
+        .expect("flushall");
+    // Neither node lost its connection; within a heartbeat (T/4) Alice is
+    // registered again, so B's claim of her name loses.
+    std::thread::sleep(timeout / 4 + Duration::from_millis(300));
+    b.link.propose(claim(2, "ALICE", 2));
+    assert!(b.wait(Duration::from_secs(3), |s| answered(s, 2).is_some()));
+    assert_eq!(answered(&b.seen, 2), Some(false), "{:?}", b.seen);
+    a.link.propose(event(3, "after"));
+    for n in [&mut a, &mut b] {
+        assert!(n.wait(Duration::from_secs(3), |s| count_events(s) >= 2));
+        assert_eq!(names(&n.link.users()), ["Alice".to_string()].into());
+    }
+    let (id, json) = b.events()[1].clone();
+    assert_eq!(json, "after");
+    let epoch = |id: &str| id.split('-').next().map(String::from);
+    assert_ne!(epoch(&id), epoch(&old_id), "a new epoch gives new ids");
+    assert!(!b.seen.contains(&Notice::Disconnected));
+}

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Value;
 
@@ -18,6 +18,9 @@ use super::{HistoryEntry, NameEntry, Notice, Replica, Shared, backoff, lock, ran
 /// How long one `XREAD` waits for entries; also how soon the thread notices
 /// a stop request.
 const BLOCK_MS: u64 = 500;
+/// How often a busy reader checks the epoch (an idle one checks after each
+/// empty `XREAD`).
+const EPOCH_CHECK: Duration = Duration::from_secs(1);
 /// Entries taken per `XREAD`.
 const BATCH: usize = 1000;
 
@@ -70,6 +73,7 @@ impl Reader {
         self.shared.set_health(None, Some(true));
         let shared = self.shared.clone();
         let keys = &shared.keys;
+        let mut checked = Instant::now();
         while !self.shared.stopping() {
             let reply: Value = redis::cmd("XREAD")
                 .arg("COUNT")
@@ -81,8 +85,22 @@ impl Reader {
                 .arg(&self.last_id)
                 .query(&mut con)?;
             let entries = stream_entries(reply);
-            if !entries.is_empty() {
-                self.apply(entries);
+            let idle = entries.is_empty();
+            let foreign = if idle { None } else { self.apply(entries) };
+            if foreign.is_some() || idle || checked.elapsed() >= EPOCH_CHECK {
+                // Make sure the data was not lost under a live connection
+                // (`FLUSHALL`); a new epoch means replaying the new stream
+                // from its start.
+                checked = Instant::now();
+                let epoch: Option<String> = redis::cmd("GET").arg(&keys.epoch).query(&mut con)?;
+                if epoch != self.epoch {
+                    self.sync(&mut con)?;
+                } else if let Some(sid) = foreign {
+                    // An entry of an epoch that is not the current one:
+                    // nothing to resync to; skip it rather than loop on it.
+                    log::warn!("cluster: skipping stream entry {sid} of a stale epoch");
+                    self.last_id = sid;
+                }
             }
         }
         Ok(())
@@ -158,11 +176,15 @@ impl Reader {
         trim_history(&mut replica.history, self.shared.history_len);
     }
 
-    fn apply(&mut self, entries: Vec<(String, Vec<(String, String)>)>) {
+    /// Applies entries in order. Stops at the first entry written under
+    /// another epoch (Redis lost its data under this connection) and returns
+    /// its id, unapplied, so the caller can resync.
+    fn apply(&mut self, entries: Vec<(String, Vec<(String, String)>)>) -> Option<String> {
         let epoch = self.epoch.clone().unwrap_or_default();
         let node = &self.shared.node;
         let mut notices = Vec::with_capacity(entries.len());
         let mut replica = lock(&self.shared.replica);
+        let mut foreign = None;
         for (sid, fields) in entries {
             let get = |name: &str| {
                 fields
@@ -171,6 +193,11 @@ impl Reader {
                     .map(|(_, v)| v.as_str())
                     .unwrap_or("")
             };
+            let entry_epoch = get("e");
+            if !entry_epoch.is_empty() && entry_epoch != epoch {
+                foreign = Some(sid);
+                break;
+            }
             let id = format!("{epoch}-{sid}");
             let (ck, cv) = (get("ck"), get("cv"));
             match get("k") {
@@ -224,6 +251,7 @@ impl Reader {
             .received
             .fetch_add(notices.len() as u64, Ordering::Relaxed);
         self.shared.notify(notices);
+        foreign
     }
 }
 

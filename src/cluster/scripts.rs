@@ -85,7 +85,7 @@ if rk ~= '' and rk ~= ck then
 end
 if ck ~= '' then redis.call('HSET', KEYS[2], ck, ARGV[6]) end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*',
-  'k', 'ev', 'n', ARGV[2], 't', ARGV[13], 'h', ARGV[10],
+  'k', 'ev', 'e', ARGV[1], 'n', ARGV[2], 't', ARGV[13], 'h', ARGV[10],
   'ck', ck, 'cv', ARGV[6], 'r', released, 'd', ARGV[9])
 if ARGV[10] == '1' then
   redis.call('RPUSH', KEYS[4], ARGV[1] .. '-' .. id .. '\n' .. ARGV[9])
@@ -111,7 +111,7 @@ for i = 3, #ARGV - 2, 3 do
     table.insert(lost, k)
   elseif cur ~= v then
     redis.call('HSET', KEYS[2], k, v)
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'k', 'reg', 'ck', k, 'cv', v)
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'k', 'reg', 'e', ARGV[1], 'ck', k, 'cv', v)
   end
 end
 return {'ok', lost}
@@ -121,10 +121,12 @@ return {'ok', lost}
 /// the names go and a `free` record per name is appended in the same step,
 /// so two survivors reaping at once cannot both announce a leave.
 ///
-/// KEYS: nodes, names, events. ARGV: 1 lease key prefix, 2 stream maxlen.
+/// KEYS: nodes, names, events, epoch. ARGV: 1 lease key prefix, 2 stream
+/// maxlen.
 /// Returns the number of nodes alive.
 pub(crate) const REAP: &str = r#"
 local alive = 0
+local ep = redis.call('GET', KEYS[4]) or ''
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. node) == 1 then
     alive = alive + 1
@@ -134,7 +136,8 @@ for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     for i = 1, #all - 1, 2 do
       if string.sub(all[i + 1], 1, #p) == p then
         redis.call('HDEL', KEYS[2], all[i])
-        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'k', 'free', 'ck', all[i], 'cv', all[i + 1])
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*',
+          'k', 'free', 'e', ep, 'ck', all[i], 'cv', all[i + 1])
       end
     end
     redis.call('SREM', KEYS[1], node)
