@@ -318,7 +318,8 @@ impl Writer {
         if Instant::now() >= self.next_tick {
             self.heartbeat()?;
         }
-        if !self.shared.reader_ok.load(Ordering::SeqCst) {
+        // On the way out this node's own view no longer matters.
+        if !self.shared.reader_ok.load(Ordering::SeqCst) && self.shutdown.is_none() {
             return Ok(());
         }
         while !self.pending.is_empty() {
