@@ -97,7 +97,7 @@ impl Room for CountingRoom {
     fn broadcast(&mut self, frame: &[u8]) {
         self.sent += frame.len();
     }
-    fn close(&mut self, _: usize, _: CloseCode, _: &'static str) {}
+    fn close(&mut self, _: usize, _: CloseCode, _: &str) {}
 }
 
 fn chat_message(c: &mut Criterion) {
@@ -105,7 +105,7 @@ fn chat_message(c: &mut Criterion) {
     let now = Instant::now();
     let mut chat = Chat::new(2000, 0);
     let mut room = CountingRoom {
-        peer: chat.new_peer(now),
+        peer: chat.new_peer(0, now),
         sent: 0,
     };
     chat.on_message(&mut room, 0, message, now);

@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startServer, startBrowser, person, openPage, say, waitForLine, chatTexts,
-  waitForUsers, closeAll, sleep, exact, TEST_TIMEOUT,
+  waitForUsers, closeAll, sleep, exact, sentJson, TEST_TIMEOUT,
 } from './helpers.mjs';
 
 let server, browser;
@@ -219,5 +219,50 @@ test('a reader scrolled up stays put and gets a "new messages" marker', { timeou
     await marker.waitFor({ state: 'hidden' });
   } finally {
     await closeAll(kim, lee);
+  }
+});
+
+test('the people list is kept from events alone: no {"type":"users"} request, ever', { timeout: TEST_TIMEOUT }, async () => {
+  // Asking for the whole list after every join made one join cost
+  // (people online)^2 list entries in server output.
+  const pat = await person(browser, server.url, 'Pat', { color: '0090FF' });
+  let quin, rosa, sam;
+  try {
+    quin = await person(browser, server.url, 'Quin', { color: 'E5484D' });
+    rosa = await person(browser, server.url, 'Rosa', { color: '30A46C' });
+    await waitForUsers(pat, ['Pat', 'Quin', 'Rosa']);
+
+    // A rename and a leave, seen by everyone from the events.
+    await rosa.click('#me-btn');
+    await rosa.fill('#name', 'Rosalind');
+    await rosa.press('#name', 'Enter');
+    await rosa.waitForSelector('#join', { state: 'hidden' });
+    await quin.context().close();
+    quin = null;
+    for (const p of [pat, rosa]) await waitForUsers(p, ['Pat', 'Rosalind']);
+    assert.equal(await rosa.textContent('#me-name'), 'Rosalind');
+
+    // A newcomer gets the list from the snapshot, colours included.
+    sam = await person(browser, server.url, 'Sam', { color: 'D6409F' });
+    await waitForUsers(sam, ['Pat', 'Rosalind', 'Sam']);
+    const colourIn = (p, name) => p.locator('#users li', { has: p.locator('.uname', { hasText: exact(name) }) })
+      .locator('.avatar').evaluate((e) => e.style.getPropertyValue('--c').trim());
+    assert.equal(await colourIn(sam, 'Pat'), '#0090FF');
+    assert.equal(await colourIn(sam, 'Rosalind'), '#30A46C');
+    // A line carries its sender's colour, which the list picks up.
+    await say(sam, 'hi all');
+    await waitForLine(pat, 'hi all');
+    assert.equal(await colourIn(pat, 'Sam'), '#D6409F');
+
+    await sleep(2000);   // longer than the old page waited before asking for the list
+    for (const p of [pat, rosa, sam]) {
+      const asked = sentJson(p).filter((m) => m && m.type === 'users');
+      assert.deepEqual(asked, [], `${p.personName} never asks for the list`);
+    }
+    // What Pat sent: its join, and nothing else.
+    assert.deepEqual(sentJson(pat), [{ type: 'join', name: 'Pat', color: '0090FF' }]);
+    assert.deepEqual([...pat.errors, ...rosa.errors, ...sam.errors], []);
+  } finally {
+    await closeAll(pat, quin, rosa, sam);
   }
 });

@@ -37,9 +37,10 @@ function classicUrl(port, wsPath) {
  * the browser saw them on the wire).
  *
  * The page empties its message field whenever anything arrives, including
- * the `users` list wschat sends right after the handshake; a person would
- * never type that fast, so before returning we wait until the page has
- * handled its first message. To know that exactly, an init script adds one
+ * the `users` list wschat sends right after the handshake (and the `history`
+ * that follows it from a v2 server); a person would never type that fast, so
+ * before returning we wait until the page has handled its first message and
+ * nothing more came for 200 ms. To know that exactly, an init script adds one
  * listener of its own to every WebSocket the page makes (it changes nothing
  * else: the page's onmessage still runs, after it, in the same task).
  */
@@ -74,6 +75,13 @@ async function openClassic(url, { waitForFirstMessage = true } = {}) {
   if (waitForFirstMessage) {
     await page.locator('#message_box > div.system_msg', { hasText: exact('Connected!') }).waitFor();
     await page.waitForFunction(() => window.__wsMessagesSeen >= 1);
+    let seen = -1;
+    for (let i = 0; i < 50; i++) {
+      const now = await page.evaluate(() => window.__wsMessagesSeen);
+      if (now === seen) break;
+      seen = now;
+      await sleep(200);
+    }
   }
   return page;
 }

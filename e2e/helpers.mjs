@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -109,16 +109,26 @@ export async function startBrowser() {
 /**
  * Opens the chat in a new isolated context. Records every JavaScript dialog
  * (alert/confirm/prompt) and uncaught page error so tests can assert none
- * happened.
+ * happened, and every WebSocket with the frames sent and received as the
+ * browser saw them (`page.sockets`). `setup(context)` runs before the page
+ * loads (init scripts, routes).
  */
-export async function openPage(browser, url, { viewport = { width: 1000, height: 720 }, colorScheme = 'light', deviceScaleFactor = 1 } = {}) {
+export async function openPage(browser, url, { viewport = { width: 1000, height: 720 }, colorScheme = 'light', deviceScaleFactor = 1, setup } = {}) {
   const context = await browser.newContext({ viewport, colorScheme, deviceScaleFactor, locale: 'en-GB', timezoneId: 'UTC' });
   context.setDefaultTimeout(STEP_TIMEOUT);
+  if (setup) await setup(context);
   const page = await context.newPage();
   page.dialogs = [];
   page.errors = [];
+  page.sockets = [];
   page.on('dialog', async (d) => { page.dialogs.push(d.message()); await d.dismiss().catch(() => {}); });
   page.on('pageerror', (e) => page.errors.push(String(e)));
+  page.on('websocket', (ws) => {
+    const rec = { url: ws.url(), sent: [], received: [] };
+    page.sockets.push(rec);
+    ws.on('framesent', (f) => rec.sent.push(f.payload));
+    ws.on('framereceived', (f) => rec.received.push(f.payload));
+  });
   await page.goto(url);
   await page.waitForSelector('body[data-conn="open"]');
   return page;
@@ -175,6 +185,59 @@ export async function waitForUsers(page, names, { timeout = STEP_TIMEOUT } = {})
     await sleep(100);
   }
   throw new Error(`people list is ${JSON.stringify(got)}, wanted ${JSON.stringify(want)}`);
+}
+
+/** Every JSON object the page sent on any of its WebSockets, in order. */
+export function sentJson(page) {
+  return page.sockets.flatMap((s) => s.sent).map((p) => { try { return JSON.parse(p); } catch { return null; } });
+}
+
+/**
+ * An init script (for `setup`) that lets a test cut the page off the way a
+ * laptop sleep or a network change does: `window.__wsTest.ghost()` makes the
+ * page's current WebSocket look closed to the page (its onclose runs with
+ * 1006) while the real connection stays open, so the server still holds it
+ * and its name; `window.__wsTest.release()` then really closes it.
+ * `window.__wsTest.block = true` makes new connections go to a closed port
+ * (the page keeps retrying) until it is set back to false.
+ */
+export async function ghostableSockets(context) {
+  await context.addInitScript(() => {
+    const Native = window.WebSocket;
+    const t = { sockets: [], ghosts: [], block: false };
+    window.__wsTest = t;
+    window.WebSocket = class WebSocket extends Native {
+      constructor(url, ...rest) {
+        super(t.block ? 'ws://127.0.0.1:1/' : url, ...rest);
+        t.sockets.push(this);
+      }
+    };
+    t.ghost = () => {
+      const s = t.sockets[t.sockets.length - 1];
+      const onclose = s.onclose;
+      s.onclose = null;
+      s.onmessage = null;
+      s.onerror = null;
+      t.ghosts.push(s);
+      onclose.call(s, new CloseEvent('close', { code: 1006, wasClean: false }));
+    };
+    t.release = () => { for (const s of t.ghosts.splice(0)) s.close(); };
+  });
+}
+
+/**
+ * The page as `server` serves it, saved to a temporary file with the
+ * idle-timeout placeholder filled in as the server does (for servers that do
+ * not substitute it yet; a page the server filled in is kept as served), and
+ * the file:// address that opens it against `server`. (A page rewritten on
+ * the fly by a route would count as a public site for Chromium's local
+ * network checks, and could not connect to 127.0.0.1.)
+ */
+export async function servedPageFile(server, { idleTimeout }) {
+  const html = (await (await fetch(server.url)).text()).replace('__WSCHAT_IDLE_TIMEOUT__', String(idleTimeout));
+  const file = path.join(tmpDir('wschat-page-'), 'index.html');
+  fs.writeFileSync(file, html);
+  return `${pathToFileURL(file).href}?server=ws://127.0.0.1:${server.port}/`;
 }
 
 export function exact(text) {

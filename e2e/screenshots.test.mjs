@@ -1,10 +1,18 @@
-// Two people chatting, photographed for docs/: the desktop view at 1280x800
-// (light) and a phone at 390x844 (dark).
+// Two people chatting, photographed: the desktop view at 1280x800 (light) and
+// a phone at 390x844 (dark). The pictures go to target/screenshots/ only;
+// scripts/update-screenshots.sh copies them into docs/ on purpose.
+//
+// With WSCHAT_E2E_V2=1 (a server with history and the admin API) the scene
+// opens with earlier messages and an announcement, as the README shows them.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { REPO, startServer, startBrowser, person, say, waitForLine, waitForUsers, closeAll, sleep } from './helpers.mjs';
+
+const V2 = process.env.WSCHAT_E2E_V2 === '1';
+const OUT = path.join(REPO, 'target', 'screenshots');
+const TOKEN = 'screenshot-admin-token-0123456789';
 
 let server, browser;
 
@@ -13,15 +21,48 @@ after(async () => {
   await server?.stop();
 }, { timeout: 20_000 });
 
-test('screenshots of two people chatting, desktop and phone', { timeout: 90_000 }, async () => {
-  server = await startServer();
+async function publish(message) {
+  const res = await fetch(new URL('/api/publish', server.url), {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ message }),
+  });
+  assert.equal(res.status, 200, `POST /api/publish answered ${res.status}`);
+}
+
+test(`screenshots of people chatting, desktop and phone${V2 ? ' (history and an announcement)' : ''}`, { timeout: 90_000 }, async () => {
+  server = await startServer({ flags: V2 ? ['--history', '100', '--admin-token', TOKEN] : [] });
   browser = await startBrowser();
-  const alice = await person(browser, server.url, 'Alice', { color: '3E63DD', viewport: { width: 1280, height: 800 } });
-  const bob = await person(browser, server.url, 'Bob', { color: 'F76B15', viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, colorScheme: 'dark' });
-  const carol = await person(browser, server.url, 'Carol', { color: '30A46C' });
+  let alice, bob, carol, dan;
   try {
+    if (V2) {
+      // Earlier in the day: what the history brings to everyone who comes later.
+      carol = await person(browser, server.url, 'Carol', { color: '30A46C' });
+      dan = await person(browser, server.url, 'Dan', { color: '8E4EC6' });
+      await say(carol, 'Release 2.4 is tagged, notes are in the wiki.');
+      await say(dan, 'Thanks! I will roll it out after the stand-up.');
+      await waitForLine(carol, 'Thanks! I will roll it out after the stand-up.');
+      await publish('Maintenance tonight at 22:00 UTC: a short restart, the chat reconnects on its own.');
+      await carol.locator('#log li.announce').first().waitFor();
+      await closeAll(dan);
+      dan = null;
+    }
+    alice = await person(browser, server.url, 'Alice', { color: '3E63DD', viewport: { width: 1280, height: 800 } });
+    bob = await person(browser, server.url, 'Bob', { color: 'F76B15', viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, colorScheme: 'dark' });
+    carol ??= await person(browser, server.url, 'Carol', { color: '30A46C' });
     await waitForUsers(alice, ['Alice', 'Bob', 'Carol']);
-    const script = [
+    if (V2) {
+      for (const p of [alice, bob]) {
+        await p.locator('#log li.earlier-divider').first().waitFor();
+        await p.locator('#log li.announce').first().waitFor();
+      }
+    }
+    const script = V2 ? [
+      [alice, 'Morning! Did the deploy go out?'],
+      [bob, 'Yes, ten minutes ago. The graphs look calm.'],
+      [carol, 'Nice work, both of you.'],
+      [alice, 'Lunch at 12:30 to celebrate?'],
+    ] : [
       [alice, 'Morning! Did the deploy go out?'],
       [bob, 'Yes, about ten minutes ago. The graphs look calm.'],
       [carol, 'Nice work, both of you.'],
@@ -41,9 +82,9 @@ test('screenshots of two people chatting, desktop and phone', { timeout: 90_000 
     await alice.fill('#input', 'Deal!');
     await sleep(300);
 
-    const desktop = path.join(REPO, 'docs', 'screenshot.png');
-    const phone = path.join(REPO, 'docs', 'screenshot-phone.png');
-    fs.mkdirSync(path.dirname(desktop), { recursive: true });
+    const desktop = path.join(OUT, 'screenshot.png');
+    const phone = path.join(OUT, 'screenshot-phone.png');
+    fs.mkdirSync(OUT, { recursive: true });
     await alice.screenshot({ path: desktop });
     await bob.screenshot({ path: phone });
     for (const f of [desktop, phone]) {
@@ -51,6 +92,6 @@ test('screenshots of two people chatting, desktop and phone', { timeout: 90_000 
     }
     assert.deepEqual([...alice.errors, ...bob.errors], []);
   } finally {
-    await closeAll(alice, bob, carol);
+    await closeAll(alice, bob, carol, dan);
   }
 });

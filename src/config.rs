@@ -5,6 +5,7 @@
 //! [`ConfigError`] whose text names it (the binary prints it and exits 2).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything the server needs to know before it binds.
@@ -39,6 +40,23 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Time to wait for close replies at shutdown.
     pub shutdown_timeout: Duration,
+    /// Broadcast messages kept for newcomers (section 9); 0 turns history off.
+    pub history: usize,
+    /// PEM certificate chain and key: both set means the port speaks TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The admin API's bearer token (section 11); `None` disables the API.
+    pub admin_token: Option<String>,
+    /// Publish every line typed on standard input as an announcement.
+    pub console: bool,
+    /// Redis URL joining this node to a cluster (section 12).
+    pub redis: Option<String>,
+    /// Prefix of every Redis key and channel of the cluster.
+    pub cluster_name: String,
+    /// `SO_REUSEPORT`, so that several nodes can share one port.
+    pub reuse_port: bool,
+    /// A node silent this long is presumed dead; its names are freed.
+    pub node_timeout: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +76,15 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(2),
+            history: 100,
+            tls_cert: None,
+            tls_key: None,
+            admin_token: None,
+            console: false,
+            redis: None,
+            cluster_name: "wschat".to_string(),
+            reuse_port: false,
+            node_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -65,7 +92,7 @@ impl Default for Config {
 /// What the command line asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
@@ -114,6 +141,20 @@ OPTIONS (each also read from the environment variable shown; a flag wins):
     --close-timeout S           seconds to wait for a client's close reply [WSCHAT_CLOSE_TIMEOUT, default 5]
     --shutdown-timeout S        seconds to wait for close replies on SIGINT/SIGTERM
                                                                     [WSCHAT_SHUTDOWN_TIMEOUT, default 2]
+    --history N                 broadcast messages kept for newcomers, 0-1000, 0 = off
+                                                                    [WSCHAT_HISTORY, default 100]
+    --tls-cert FILE             PEM certificate chain: the port speaks https/wss [WSCHAT_TLS_CERT]
+    --tls-key FILE              PEM private key of that certificate   [WSCHAT_TLS_KEY]
+    --admin-token TOKEN         enable the admin API (/api/...) with this bearer token,
+                                16-256 printable characters         [WSCHAT_ADMIN_TOKEN]
+    --admin-token-file FILE     the same, read from a file            [WSCHAT_ADMIN_TOKEN_FILE]
+    --console                   publish each line typed on stdin as an announcement
+                                                                    [WSCHAT_CONSOLE=1|0]
+    --redis URL                 join a cluster through Redis: redis://[[USER]:PASS@]HOST[:PORT][/DB]
+                                                                    [WSCHAT_REDIS]
+    --cluster-name NAME         prefix of the cluster's Redis keys  [WSCHAT_CLUSTER_NAME, default wschat]
+    --reuse-port                share the port with other nodes (SO_REUSEPORT) [WSCHAT_REUSE_PORT=1|0]
+    --node-timeout S            a silent node is presumed dead after this [WSCHAT_NODE_TIMEOUT, default 10]
     -h, --help                  print this help
     -V, --version               print the version
 
@@ -142,7 +183,21 @@ const VALUE_FLAGS: &[&str] = &[
     "--idle-timeout",
     "--close-timeout",
     "--shutdown-timeout",
+    "--history",
+    "--tls-cert",
+    "--tls-key",
+    "--admin-token",
+    "--admin-token-file",
+    "--redis",
+    "--cluster-name",
+    "--node-timeout",
 ];
+
+/// Settings that are switched on by their flag alone.
+const BOOL_FLAGS: &[&str] = &["--echo", "--console", "--reuse-port"];
+
+/// Longest `--history` accepted (section 9).
+pub const MAX_HISTORY: usize = 1000;
 
 fn env_name(flag: &str) -> String {
     format!(
@@ -177,17 +232,24 @@ where
             }
         }
     }
-    if let Some(value) = env("WSCHAT_ECHO") {
-        config.echo = parse_bool(&value).ok_or_else(|| {
-            ConfigError(format!(
-                "WSCHAT_ECHO: expected 1, true, 0 or false, got {value:?}"
-            ))
-        })?;
+    for flag in BOOL_FLAGS {
+        let var = env_name(flag);
+        if let Some(value) = env(&var) {
+            let on = parse_bool(&value).ok_or_else(|| {
+                ConfigError(format!(
+                    "{var}: expected 1, true, 0 or false, got {value:?}"
+                ))
+            })?;
+            *bool_setting(&mut config, flag) = on;
+        }
     }
     if let Some(value) = env("WSCHAT_PORT") {
         config.port = parse_port(&value, "WSCHAT_PORT")?;
     }
 
+    // A token flag replaces a token variable; two flags (or two variables)
+    // are an error.
+    let mut admin_token_from_env = config.admin_token.is_some();
     let mut origins_from_flags: Vec<String> = Vec::new();
     let mut port_seen = false;
     let mut args = args.into_iter().map(Into::into);
@@ -195,7 +257,7 @@ where
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "--echo" => config.echo = true,
+            _ if BOOL_FLAGS.contains(&arg.as_str()) => *bool_setting(&mut config, &arg) = true,
             _ if arg.starts_with("--") => {
                 let (flag, inline) = match arg.split_once('=') {
                     Some((f, v)) => (f.to_string(), Some(v.to_string())),
@@ -213,6 +275,10 @@ where
                 if flag == "--allowed-origin" {
                     origins_from_flags.push(value.trim().to_ascii_lowercase());
                 } else {
+                    if flag.starts_with("--admin-token") && admin_token_from_env {
+                        config.admin_token = None;
+                        admin_token_from_env = false;
+                    }
                     apply(&mut config, &flag, &value, &flag)?;
                 }
             }
@@ -230,7 +296,29 @@ where
     if !origins_from_flags.is_empty() {
         config.allowed_origins = origins_from_flags;
     }
-    Ok(Command::Run(config))
+    check_combinations(&config)?;
+    Ok(Command::Run(Box::new(config)))
+}
+
+fn bool_setting<'c>(config: &'c mut Config, flag: &str) -> &'c mut bool {
+    match flag {
+        "--console" => &mut config.console,
+        "--reuse-port" => &mut config.reuse_port,
+        _ => &mut config.echo,
+    }
+}
+
+/// Rules that involve more than one setting.
+fn check_combinations(config: &Config) -> Result<(), ConfigError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(_), None) => Err(ConfigError(
+            "--tls-cert needs --tls-key (WSCHAT_TLS_KEY) as well".to_string(),
+        )),
+        (None, Some(_)) => Err(ConfigError(
+            "--tls-key needs --tls-cert (WSCHAT_TLS_CERT) as well".to_string(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -305,7 +393,111 @@ fn apply(config: &mut Config, flag: &str, value: &str, what: &str) -> Result<(),
         "--shutdown-timeout" => {
             config.shutdown_timeout = seconds(parse_number(value, what)?, what)?
         }
+        "--history" => {
+            let n = to_usize(parse_number(value, what)?, what)?;
+            if n > MAX_HISTORY {
+                return Err(ConfigError(format!(
+                    "{what}: at most {MAX_HISTORY} messages, got {n}"
+                )));
+            }
+            config.history = n;
+        }
+        "--tls-cert" => config.tls_cert = Some(non_empty_path(value, what)?),
+        "--tls-key" => config.tls_key = Some(non_empty_path(value, what)?),
+        "--admin-token" => set_admin_token(config, value.to_string(), what)?,
+        "--admin-token-file" => {
+            let path = non_empty_path(value, what)?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError(format!("{what}: cannot read {}: {e}", path.display())))?;
+            set_admin_token(config, text.trim().to_string(), what)?;
+        }
+        "--redis" => {
+            check_redis_url(value).map_err(|why| ConfigError(format!("{what}: {why}")))?;
+            config.redis = Some(value.to_string());
+        }
+        "--cluster-name" => {
+            let name = value.trim();
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            if !ok {
+                return Err(ConfigError(format!(
+                    "{what}: 1 to 64 characters from A-Z a-z 0-9 - _ . :, got {value:?}"
+                )));
+            }
+            config.cluster_name = name.to_string();
+        }
+        "--node-timeout" => {
+            let n = parse_number(value, what)?;
+            if n == 0 {
+                return Err(ConfigError(format!("{what}: must be at least 1 second")));
+            }
+            config.node_timeout = seconds(n, what)?;
+        }
         _ => return Err(ConfigError(format!("unknown option {flag}"))),
+    }
+    Ok(())
+}
+
+fn non_empty_path(value: &str, what: &str) -> Result<PathBuf, ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError(format!("{what}: expected a file name")));
+    }
+    Ok(PathBuf::from(value))
+}
+
+/// Section 11: one token, 16 to 256 printable ASCII characters, no spaces;
+/// the token itself never appears in an error.
+fn set_admin_token(config: &mut Config, token: String, what: &str) -> Result<(), ConfigError> {
+    if config.admin_token.is_some() {
+        return Err(ConfigError(format!(
+            "{what}: give --admin-token or --admin-token-file, not both"
+        )));
+    }
+    let printable = token.bytes().all(|b| b.is_ascii_graphic());
+    if !(16..=256).contains(&token.len()) || !printable {
+        return Err(ConfigError(format!(
+            "{what}: a token is 16 to 256 printable ASCII characters without spaces"
+        )));
+    }
+    config.admin_token = Some(token);
+    Ok(())
+}
+
+/// `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, nothing else (section 12).
+fn check_redis_url(value: &str) -> Result<(), &'static str> {
+    let rest = value
+        .strip_prefix("redis://")
+        .ok_or("expected a redis://HOST[:PORT][/DB] URL")?;
+    let (authority, db) = match rest.split_once('/') {
+        Some((a, db)) => (a, Some(db)),
+        None => (rest, None),
+    };
+    if let Some(db) = db
+        && !db.is_empty()
+        && db.parse::<u32>().is_err()
+    {
+        return Err("the database after / must be a number");
+    }
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("expected a host name or address");
+    }
+    if let Some(port) = port
+        && !port.parse::<u16>().is_ok_and(|p| p != 0)
+    {
+        return Err("the port must be a number 1-65535");
     }
     Ok(())
 }
@@ -319,117 +511,4 @@ fn seconds(n: u64, what: &str) -> Result<Duration, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
-    fn run(args: &[&str]) -> Result<Config, ConfigError> {
-        match parse(args.iter().copied(), no_env)? {
-            Command::Run(c) => Ok(c),
-            other => panic!("expected Run, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn defaults_match_the_protocol_table() {
-        let c = run(&[]).unwrap();
-        assert_eq!(c.port, 9000);
-        assert_eq!(c.host, "0.0.0.0");
-        assert_eq!(c.max_message_bytes, 65536);
-        assert_eq!(c.max_chat_chars, 2000);
-        assert_eq!(c.rate_limit, 10);
-        assert_eq!(c.max_connections, 10000);
-        assert_eq!(c.max_output_bytes, 1048576);
-        assert_eq!(c.max_total_output_bytes, 268435456);
-        assert_eq!(c.handshake_timeout, Duration::from_secs(10));
-        assert_eq!(c.idle_timeout, Duration::from_secs(30));
-        assert_eq!(c.close_timeout, Duration::from_secs(5));
-        assert_eq!(c.shutdown_timeout, Duration::from_secs(2));
-        assert!(!c.echo);
-        assert!(c.allowed_origins.is_empty());
-    }
-
-    #[test]
-    fn port_and_flags_in_both_spellings() {
-        let c = run(&["8080", "--echo", "--rate-limit", "0", "--max-connections=5"]).unwrap();
-        assert_eq!(c.port, 8080);
-        assert!(c.echo);
-        assert_eq!(c.rate_limit, 0);
-        assert_eq!(c.max_connections, 5);
-    }
-
-    #[test]
-    fn flag_wins_over_environment() {
-        let env = |k: &str| match k {
-            "WSCHAT_MAX_CONNECTIONS" => Some("7".to_string()),
-            "WSCHAT_RATE_LIMIT" => Some("3".to_string()),
-            "WSCHAT_ECHO" => Some("true".to_string()),
-            "WSCHAT_ALLOWED_ORIGIN" => Some("https://A.example, https://b.example".to_string()),
-            _ => None,
-        };
-        let Command::Run(c) = parse(["--max-connections", "9"], env).unwrap() else {
-            panic!("expected Run");
-        };
-        assert_eq!(c.max_connections, 9);
-        assert_eq!(c.rate_limit, 3);
-        assert!(c.echo);
-        assert_eq!(
-            c.allowed_origins,
-            vec!["https://a.example", "https://b.example"]
-        );
-    }
-
-    #[test]
-    fn host_forms() {
-        assert_eq!(run(&["--host", "::"]).unwrap().host, "::");
-        assert_eq!(run(&["--host", "[::1]"]).unwrap().host, "::1");
-        assert_eq!(run(&["--host", "localhost"]).unwrap().host, "127.0.0.1");
-        assert_eq!(run(&["--host=127.0.0.1"]).unwrap().host, "127.0.0.1");
-    }
-
-    #[test]
-    fn repeated_origin_flags_accumulate() {
-        let c = run(&[
-            "--allowed-origin",
-            "https://X.org",
-            "--allowed-origin",
-            "http://y",
-        ])
-        .unwrap();
-        assert_eq!(c.allowed_origins, vec!["https://x.org", "http://y"]);
-    }
-
-    #[test]
-    fn bad_values_name_the_flag_or_variable() {
-        for args in [
-            vec!["--max-connections", "-1"],
-            vec!["--max-connections", "ten"],
-            vec!["--idle-timeout"],
-            vec!["--bogus"],
-            vec!["70000"],
-            vec!["1", "2"],
-            vec!["--host", "example.invalid"],
-            vec!["--host", ""],
-        ] {
-            let err = run(&args).unwrap_err();
-            assert!(!err.0.is_empty(), "{args:?}");
-        }
-        let err = run(&["--rate-limit", "x"]).unwrap_err();
-        assert!(err.0.contains("--rate-limit"), "{err}");
-        let env = |k: &str| (k == "WSCHAT_ECHO").then(|| "maybe".to_string());
-        let err = parse(Vec::<String>::new(), env).unwrap_err();
-        assert!(err.0.contains("WSCHAT_ECHO"), "{err}");
-        let env = |k: &str| (k == "WSCHAT_CLOSE_TIMEOUT").then(|| "1.5".to_string());
-        let err = parse(Vec::<String>::new(), env).unwrap_err();
-        assert!(err.0.contains("WSCHAT_CLOSE_TIMEOUT"), "{err}");
-    }
-
-    #[test]
-    fn help_and_version() {
-        assert_eq!(parse(["--help"], no_env).unwrap(), Command::Help);
-        assert_eq!(parse(["-V"], no_env).unwrap(), Command::Version);
-    }
-}
+mod tests;

@@ -1,20 +1,29 @@
 //! wschat: a WebSocket chat server in one process, one thread, one poll loop.
 //!
-//! Where to look:
-//! - [`config`]: the command line and `WSCHAT_*` variables (PROTOCOL section 8).
-//! - [`server`]: the `mio` poll loop. It owns a `slab` of connections, accepts,
-//!   reads (`server/input.rs`), runs timers through the poll timeout, and
-//!   flushes every connection that received output once per loop turn
-//!   (`server/output.rs`); `server/room.rs` is the chat's view of the slab.
+//! Where to look, from the socket up:
+//! - [`server`]: the `mio` poll loop. It owns a `slab` of connections and
+//!   moves bytes between sockets, connections and the service
+//!   (`server/pump.rs`), keeps deadlines in a heap (`server/timers.rs`) and
+//!   guards the server-wide limits (`server/guard.rs`). It knows neither
+//!   RFC 6455 nor the chat.
+//! - [`transport`]: the byte pipe under a connection (plain TCP; TLS is a
+//!   second variant).
 //! - [`engine`]: the protocol engine, independent of any application:
+//!   [`engine::connection`] is one connection's sans-IO state machine
+//!   (handshake → open → closing, keepalive and close deadlines),
 //!   [`engine::http`] parses request heads and writes plain responses,
-//!   [`engine::handshake`] decides the opening handshake (PROTOCOL section 2),
-//!   [`engine::frame`] encodes and decodes RFC 6455 frames (with
-//!   [`engine::mask`] and [`engine::utf8`]), [`engine::close`] names close codes,
-//!   [`engine::connection`] holds one connection's state machine and buffers.
-//! - [`app`]: the applications on top of the engine: [`app::chat`] (the JSON
-//!   chat of PROTOCOL sections 3-5) and [`app::echo`] (section 6).
-//! - [`metrics`]: the counters behind `/metrics`.
+//!   [`engine::handshake`] decides the opening handshake (PROTOCOL section
+//!   2), [`engine::frame`] encodes and decodes RFC 6455 frames (with
+//!   [`engine::mask`] and [`engine::utf8`]), [`engine::close`] names close
+//!   codes.
+//! - [`app`]: what runs on top, behind one [`app::Service`] interface:
+//!   [`app::routes`] (the page, `/healthz`, `/metrics`), [`app::chat`] (the
+//!   JSON chat of PROTOCOL sections 3-5: requests become [`app::chat::ChatEvent`]s,
+//!   applied in one order) and [`app::echo`] (section 6).
+//! - [`config`]: the command line and `WSCHAT_*` variables; [`metrics`]: the
+//!   counters behind `/metrics`.
+
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod cluster;
@@ -22,6 +31,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod server;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle};

@@ -1,6 +1,8 @@
 //! The `wschat` binary: parse the command line, start logging, run the
 //! server. Everything else lives in the library.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 use wschat::config::{self, Command};
@@ -8,7 +10,7 @@ use wschat::config::{self, Command};
 fn main() -> ExitCode {
     let args = std::env::args().skip(1);
     let config = match config::parse(args, |name| std::env::var(name).ok()) {
-        Ok(Command::Run(config)) => config,
+        Ok(Command::Run(config)) => *config,
         Ok(Command::Help) => {
             print!("{}", config::HELP);
             return ExitCode::SUCCESS;
@@ -23,6 +25,8 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Before binding: every connection is a descriptor.
+    wschat::server::raise_fd_limit();
 
     let mut server = match wschat::Server::bind(config.clone()) {
         Ok(server) => server,

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// Why a connection was turned away, as the `reason` label.
-pub const REJECT_REASONS: [&str; 6] = [
+pub const REJECT_REASONS: [&str; 7] = [
     "limit",
     "timeout",
     "head_too_large",
     "bad_request",
     "version",
     "origin",
+    "tls",
 ];
 
 /// The two applications, as the `app` label.
@@ -44,6 +45,17 @@ pub struct Gauges {
     pub users_named: usize,
     pub rate_limited_total: u64,
     pub fd_capacity: u64,
+    /// Further lines in the exposition format, from the applications.
+    pub extra: String,
+}
+
+/// What the applications add to the loop's gauges.
+#[derive(Debug, Default)]
+pub struct AppGauges {
+    pub users_named: usize,
+    pub rate_limited_total: u64,
+    /// Further lines in the exposition format (history, cluster, ...).
+    pub extra: String,
 }
 
 impl Metrics {
@@ -173,6 +185,7 @@ impl Metrics {
         )?;
         writeln!(o, "# TYPE wschat_fd_capacity gauge")?;
         writeln!(o, "wschat_fd_capacity {}", g.fd_capacity)?;
+        o.push_str(&g.extra);
         Ok(())
     }
 }

@@ -366,8 +366,10 @@ fn server_close_then_client_reply_closes_tcp_promptly() {
 fn close_timeout_drops_a_peer_that_never_replies() {
     let server = TestServer::with(|c| c.close_timeout = Duration::from_secs(1));
     let mut raw = raw::chat(server.addr);
-    raw.send(&frame(true, 0x3, b""));
-    raw.expect_close(Some(1002));
+    // Binary data on the chat: 1003, after which the server waits for the
+    // peer's close reply (PROTOCOL section 7).
+    raw.send(&frame(true, BINARY, b"x"));
+    raw.expect_close(Some(1003));
     let start = Instant::now();
     match raw.next_within(Duration::from_secs(4)) {
         Next::Eof | Next::Reset => {}
@@ -419,4 +421,29 @@ fn close_timeout_holds_even_while_the_peer_keeps_talking() {
         closed >= Duration::from_millis(700) && closed <= Duration::from_millis(2500),
         "closed after {closed:?} with --close-timeout 1"
     );
+}
+
+#[test]
+fn failing_the_connection_half_closes_at_once() {
+    // PROTOCOL v2 section 7 / RFC 6455 7.1.7: after 1002 or 1007 the FIN
+    // follows the close frame without waiting for the peer's reply.
+    let server = TestServer::with(|c| c.close_timeout = Duration::from_secs(3));
+    for (bad, code) in [
+        (frame(true, 0x3, b""), 1002),
+        (frame(true, TEXT, b"\xff"), 1007),
+    ] {
+        let mut raw = raw::chat(server.addr);
+        raw.send(&bad);
+        raw.expect_close(Some(code));
+        let start = Instant::now();
+        match raw.next_within(Duration::from_secs(2)) {
+            Next::Eof => {}
+            other => panic!("expected our FIN right after the close frame, got {other:?}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "FIN took {:?}",
+            start.elapsed()
+        );
+    }
 }

@@ -429,3 +429,43 @@ fn handshake_timeout_does_not_apply_once_open() {
     raw.send_json(&json!({"type": "users"}));
     assert_eq!(raw.read_json()["type"], "users");
 }
+
+#[test]
+fn a_message_trickled_in_is_closed_when_its_time_is_up() {
+    // Issue 9: one payload byte now and then must not hold a partial
+    // message forever. A message gets --idle-timeout from its first byte.
+    let server = TestServer::with(|c| c.idle_timeout = Duration::from_secs(1));
+    let mut raw = raw::chat(server.addr);
+    let whole = frame(true, TEXT, &[b'x'; 100]);
+    // Header, mask and a first byte; then a byte every 300 ms, which keeps
+    // the connection from looking idle.
+    raw.send(&whole[..9]);
+    let start = Instant::now();
+    let mut sent = 9;
+    let code = loop {
+        match raw.next_within(Duration::from_millis(300)) {
+            Next::Frame(f) => break f.close_code(),
+            Next::Timeout => {
+                assert!(start.elapsed() < Duration::from_secs(4), "never closed");
+                raw.send(&whole[sent..sent + 1]);
+                sent += 1;
+            }
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1008));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    // A message that arrives in time is fine, however slowly it starts.
+    let mut ok = raw::chat_named(server.addr, "slow");
+    let line = serde_json::to_vec(&json!({"message": "made it"})).unwrap();
+    let whole = frame(true, TEXT, &line);
+    let (a, b) = whole.split_at(10);
+    ok.send(a);
+    thread::sleep(Duration::from_millis(500));
+    ok.send(b);
+    assert_eq!(ok.read_json()["message"], "made it");
+}

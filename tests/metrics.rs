@@ -280,3 +280,30 @@ fn closing_state_is_visible_while_the_server_waits_for_a_reply() {
         m.text
     );
 }
+
+#[test]
+fn a_websocket_closed_by_its_client_counts_as_closing_not_http() {
+    let server = TestServer::with(|c| c.close_timeout = Duration::from_secs(5));
+    let mut raw = raw::chat(server.addr);
+    raw.send(&close_frame(Some(1000), b""));
+    raw.expect_close(Some(1000));
+    // The server lingers until our EOF, which we do not send yet.
+    let m = scrape(server.addr);
+    assert_eq!(
+        m.get(r#"wschat_connections_open{state="closing"}"#),
+        1.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.get(r#"wschat_connections_open{state="http"}"#),
+        1.0,
+        "only the scrape: {}",
+        m.text
+    );
+    raw.shutdown_write();
+    assert!(matches!(
+        raw.next_within(Duration::from_secs(2)),
+        Next::Eof | Next::Reset
+    ));
+}

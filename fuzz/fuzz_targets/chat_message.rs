@@ -149,7 +149,7 @@ impl Room for FuzzRoom {
             self.inbox.entry(*slot).or_default().push(value.clone());
         }
     }
-    fn close(&mut self, slot: usize, code: CloseCode, _reason: &'static str) {
+    fn close(&mut self, slot: usize, code: CloseCode, _reason: &str) {
         assert!(
             self.peers.contains_key(&slot),
             "close of closed slot {slot}"
@@ -159,13 +159,10 @@ impl Room for FuzzRoom {
     }
 }
 
-/// A connection leaves: what the server does in `leave_app` and `settle`.
+/// A connection leaves: what the server does when it stops being a chat connection.
 fn leave(chat: &mut Chat, room: &mut FuzzRoom, slot: usize) {
-    if let Some(peer) = room.peers.remove(&slot)
-        && let Some(name) = peer.name
-    {
-        chat.forget(&name);
-        chat.on_leave(room, &name);
+    if let Some(peer) = room.peers.remove(&slot) {
+        chat.on_leave(room, peer);
     }
 }
 
@@ -177,7 +174,7 @@ fn check_names(chat: &Chat, room: &FuzzRoom) {
             check_name(&Value::String(name.to_string()));
         }
         check_color(&Value::String(
-            String::from_utf8(peer.color.to_vec()).expect("colour bytes"),
+            peer.color.as_str().to_string(),
         ));
     }
     assert_eq!(chat.named_count(), seen.len(), "named_count");
@@ -206,7 +203,7 @@ fuzz_target!(|data: &[u8]| {
             b'A'..=b'D' => {
                 let slot = SLOTS[usize::from(command - b'A')];
                 if let Entry::Vacant(entry) = room.peers.entry(slot) {
-                    entry.insert(chat.new_peer(now));
+                    entry.insert(chat.new_peer(slot, now));
                     chat.on_open(&mut room, slot);
                     let got = room.inbox.remove(&slot).unwrap_or_default();
                     assert_eq!(got.len(), 1);

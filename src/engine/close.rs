@@ -12,7 +12,6 @@ impl CloseCode {
     pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
     pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
-    pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
 
     /// Codes a peer may put in a close frame: 1000-1003, 1007-1014 and
     /// 3000-4999. 1004-1006 and 1015 are reserved for local use ("MUST NOT
@@ -21,21 +20,6 @@ impl CloseCode {
     /// are "not used".
     pub fn is_valid_from_peer(code: u16) -> bool {
         matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
-    }
-
-    /// A short reason for logs.
-    pub fn describe(self) -> &'static str {
-        match self.0 {
-            1000 => "normal",
-            1001 => "going away",
-            1002 => "protocol error",
-            1003 => "unsupported data",
-            1007 => "invalid payload",
-            1008 => "policy violation",
-            1009 => "message too big",
-            1011 => "internal error",
-            _ => "other",
-        }
     }
 }
 

@@ -1,105 +1,165 @@
-//! One connection's protocol state: where it is in its life
-//! (AwaitingHandshake → Open → Closing, or a plain HTTP exchange), the frame
-//! decoder, and the output not yet accepted by the kernel.
+//! One connection's protocol state machine, without any I/O.
 //!
-//! Nothing here knows about chat; the server pairs a [`Connection`] with the
-//! application state in each slab entry.
+//! Bytes go in ([`Connection::step`]), decisions come out as [`Step`]s, and
+//! bytes to send pile up in an output buffer the caller drains
+//! ([`Connection::output`], [`Connection::consumed`]). Time is a value the
+//! caller passes in, so every deadline (handshake, keepalive, close,
+//! linger) is decided here and merely waited for by the loop
+//! ([`Connection::deadline`], [`Connection::on_deadline`]).
+//!
+//! The life of a connection (PROTOCOL sections 2 and 7):
+//!
+//! ```text
+//! AwaitingHandshake ─head─▶ (the router decides)
+//!    ├─ plain response / refusal ─────────────────▶ Finishing
+//!    ├─ request body wanted ─▶ ReadingBody ─body─▶ (router) ─▶ Finishing
+//!    └─ 101 ─▶ Open ─┬─ peer's close: reply ─────▶ Finishing
+//!                    ├─ 1002/1007 (failing, 7.1.7) ─▶ Finishing
+//!                    └─ our close (1001/1003/1008/1009) ─▶ Closing
+//! Finishing ─output written, FIN─▶ Lingering ─EOF or timeout─▶ done
+//! Closing ─peer's close or EOF or timeout─▶ done
+//! ```
+//!
+//! Every RFC 6455 rule lives here or in [`super::frame`]: the loop never
+//! looks inside a frame.
 
-use super::frame::Decoder;
-use mio::net::TcpStream;
-use std::io::{self, Write};
-use std::net::SocketAddr;
-use std::time::Instant;
+use super::close::CloseCode;
+use super::frame::{Decoder, Event, Opcode, encode_close, encode_frame, header_len_for};
+use super::handshake;
+use super::http::{self, MAX_HEAD_BYTES};
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
 
-/// Where a connection is in its life.
-#[derive(Debug)]
-pub enum Phase {
-    /// Reading the request head (bytes so far; dropped once parsed).
-    AwaitingHandshake { head: Vec<u8> },
-    /// WebSocket open: frames flow both ways.
-    Open,
-    /// The server sent a close frame and waits for the peer's close (or
-    /// EOF) until the deadline. `discard`: the stream can no longer be
-    /// parsed, so bytes are thrown away unread.
-    Closing { discard: bool },
-    /// A last response (plain HTTP, a refusal, or the reply to a client's
-    /// close) is queued; once it is written the write side is shut.
-    Finishing,
-    /// Write side shut; reading and discarding until the peer's EOF, so
-    /// unread bytes do not turn the close into a reset that could destroy
-    /// the response in flight.
-    Lingering,
+/// The engine's timeouts and limits (PROTOCOL sections 2, 7 and 8).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// From accept to a complete request head (and body, for the admin API).
+    pub handshake_timeout: Duration,
+    /// Silence before a ping, and as long again before the peer is dropped;
+    /// zero turns keepalive off.
+    pub idle_timeout: Duration,
+    /// How long a close reply, or the peer's EOF after ours, is awaited.
+    pub close_timeout: Duration,
+    /// Largest reassembled message (1009 above it).
+    pub max_message_bytes: usize,
 }
 
-/// The engine's part of a slab entry.
-#[derive(Debug)]
-pub struct Connection {
-    pub socket: TcpStream,
-    pub peer: SocketAddr,
-    pub phase: Phase,
-    pub decoder: Decoder,
-    /// Bytes queued for the socket, in order.
-    pub out: Vec<u8>,
-    /// What the current phase waits for: the head, the next ping, the peer's
-    /// close, or the end of lingering.
-    pub deadline: Instant,
-    /// A keepalive ping is outstanding (set when sent, cleared by any input).
-    pub ping_sent: bool,
-    /// Already on the loop's list of connections to flush this turn.
-    pub dirty: bool,
-    /// WRITABLE interest is registered (only while output is pending).
-    pub wants_write: bool,
-    /// Already on the loop's list of connections with unread input.
-    pub in_backlog: bool,
-    /// Was a plain HTTP exchange, not a WebSocket (for the metrics label).
-    pub is_http: bool,
-    /// Why the connection is ending, for the log line when it closes.
-    pub close_reason: Option<Box<str>>,
-    /// The peer sent EOF (edge-triggered: it will not be reported again).
-    pub eof_seen: bool,
-    /// Input is not read until the output backlog shrinks (backpressure).
-    pub read_paused: bool,
-    /// Bytes moved in either direction since the last trim.
-    pub active: bool,
-    /// Messages handled in this loop turn (see the server's fairness budget).
-    pub turn_messages: u16,
-    /// Input read but not yet processed because the budget ran out;
-    /// empty (and unallocated) except for a connection that floods.
-    pub stash: Vec<u8>,
-}
-
-/// How far a flush got.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Flushed {
-    /// Every queued byte was written.
-    All,
-    /// The kernel buffer is full; the rest waits for WRITABLE.
-    Blocked,
-}
-
+/// Far enough never to matter, near enough not to overflow `Instant`.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// An output buffer that grew past this for a burst is released once drained.
 const KEEP_OUTPUT_CAPACITY: usize = 16 * 1024;
 
+#[derive(Debug)]
+enum Phase {
+    /// Bytes of a request head received so far (empty while none are held).
+    AwaitingHandshake {
+        head: Vec<u8>,
+    },
+    /// A complete head awaits the router's answer.
+    Requested,
+    /// A plain request whose body is being read.
+    ReadingBody {
+        body: Vec<u8>,
+        length: usize,
+    },
+    Open,
+    /// We sent a close frame and await the peer's. `discard`: the stream
+    /// can no longer be parsed, so bytes are skipped unread.
+    Closing {
+        discard: bool,
+    },
+    /// A last response or close frame is queued; once it is written the
+    /// write side is shut.
+    Finishing,
+    /// Write side shut; input is drained until EOF so that unread bytes do
+    /// not turn the close into a reset destroying the response in flight.
+    Lingering,
+}
+
+/// What a connection is, for `wschat_connections_open{state=...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Handshake,
+    Open,
+    Closing,
+    Http,
+}
+
+/// What [`Connection::step`] found in the input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'i> {
+    /// All input consumed; nothing to decide.
+    NeedMore,
+    /// A complete request head. Answer it with [`Connection::respond`],
+    /// [`Connection::expect_body`] or [`Connection::open`]; bytes after the
+    /// head stay in the input.
+    Head(Cow<'i, [u8]>),
+    /// The head was refused here (431) and the refusal queued.
+    Refused { status: u16, reason: &'static str },
+    /// The body asked for with [`Connection::expect_body`] is complete.
+    Body(Vec<u8>),
+    /// A complete data message; [`Connection::take_message`] hands it out.
+    Message { binary: bool },
+    /// The WebSocket stopped being open: the peer closed (our reply is
+    /// queued) or broke the protocol (our close frame is queued). `code` is
+    /// the code of the close frame we queued.
+    Left { code: u16 },
+    /// Nothing more will happen on this connection: drop it.
+    Done,
+}
+
+/// What a deadline meant, from [`Connection::on_deadline`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// The deadline moved on since it was scheduled.
+    NotYet,
+    /// A keepalive ping was queued.
+    Pinged,
+    /// The request head (or body) did not arrive in time: drop, no response.
+    HandshakeTimeout,
+    /// A close frame was queued (a message not completed in time).
+    Closed { code: u16 },
+    /// Drop the connection now (a peer presumed gone, or a close finished).
+    Drop(Cow<'static, str>),
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Connection {
+    phase: Phase,
+    decoder: Decoder,
+    /// Bytes to send, in order.
+    out: Vec<u8>,
+    /// When the current phase next needs attention.
+    deadline: Instant,
+    /// When the message being received must be complete: a peer trickling
+    /// a byte now and then cannot hold a partial message forever.
+    message_due: Option<Instant>,
+    /// Why the connection is ending, for the log line when it is dropped.
+    close_reason: Option<Box<str>>,
+    /// A keepalive ping is outstanding (cleared by any input).
+    ping_sent: bool,
+    /// Reached `Open` once: a close is a WebSocket close, not plain HTTP.
+    websocket: bool,
+    /// The peer shut its write side.
+    eof: bool,
+    /// Bytes moved since the last [`Connection::take_activity`].
+    active: bool,
+}
+
 impl Connection {
-    pub fn new(socket: TcpStream, peer: SocketAddr, deadline: Instant, max_message: usize) -> Self {
+    pub fn new(now: Instant, limits: &Limits) -> Connection {
         Connection {
-            socket,
-            peer,
             phase: Phase::AwaitingHandshake { head: Vec::new() },
-            decoder: Decoder::new(max_message),
+            decoder: Decoder::new(limits.max_message_bytes),
             out: Vec::new(),
-            deadline,
-            ping_sent: false,
-            dirty: false,
-            wants_write: false,
-            in_backlog: false,
-            is_http: false,
+            deadline: now + limits.handshake_timeout,
+            message_due: None,
             close_reason: None,
-            eof_seen: false,
-            read_paused: false,
+            ping_sent: false,
+            websocket: false,
+            eof: false,
             active: true,
-            turn_messages: 0,
-            stash: Vec::new(),
         }
     }
 
@@ -107,40 +167,422 @@ impl Connection {
         matches!(self.phase, Phase::Open)
     }
 
-    /// A connection that moved no bytes since the last call gives its
-    /// buffers back, so an idle connection owns no heap memory; a busy one
-    /// keeps them and allocates nothing per message.
-    pub fn trim_if_idle(&mut self) {
-        if !self.active {
-            if self.out.is_empty() && self.out.capacity() > 0 {
-                self.out = Vec::new();
-            }
-            self.decoder.trim();
+    pub fn state(&self) -> State {
+        match self.phase {
+            Phase::AwaitingHandshake { .. } => State::Handshake,
+            Phase::Open => State::Open,
+            Phase::Closing { .. } => State::Closing,
+            Phase::Requested | Phase::ReadingBody { .. } => State::Http,
+            Phase::Finishing | Phase::Lingering if self.websocket => State::Closing,
+            Phase::Finishing | Phase::Lingering => State::Http,
         }
-        self.active = false;
     }
 
-    /// Writes queued output until done or the socket would block. Returns
-    /// the bytes written alongside how far it got.
-    pub fn flush(&mut self) -> io::Result<(Flushed, usize)> {
-        let mut written = 0;
-        while written < self.out.len() {
-            match self.socket.write(&self.out[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.out.drain(..written);
-                    return Ok((Flushed::Blocked, written));
+    /// True once the connection is a WebSocket (for the log level of its end).
+    pub fn was_websocket(&self) -> bool {
+        self.websocket
+    }
+
+    /// Whether input still matters: false once the peer's EOF was seen.
+    pub fn wants_input(&self) -> bool {
+        !self.eof
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Why the connection ended, for its log line.
+    pub fn take_close_reason(&mut self) -> Option<Box<str>> {
+        self.close_reason.take()
+    }
+
+    // ----- input -----------------------------------------------------------
+
+    /// Consumes `input` until something needs deciding (returned) or it is
+    /// used up ([`Step::NeedMore`]).
+    pub fn step<'i>(&mut self, input: &mut &'i [u8], now: Instant, limits: &Limits) -> Step<'i> {
+        if !input.is_empty() {
+            self.active = true;
+        }
+        match &mut self.phase {
+            Phase::AwaitingHandshake { head } => {
+                if input.is_empty() {
+                    return Step::NeedMore;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                let step = read_head(head, input);
+                if let Step::Head(_) = step {
+                    self.phase = Phase::Requested;
+                }
+                step
+            }
+            Phase::Requested => Step::NeedMore,
+            Phase::ReadingBody { body, length } => {
+                let wanted = length.saturating_sub(body.len()).min(input.len());
+                let (chunk, rest) = input.split_at(wanted);
+                body.extend_from_slice(chunk);
+                *input = rest;
+                if body.len() < *length {
+                    return Step::NeedMore;
+                }
+                let body = std::mem::take(body);
+                // Anything after the body is not read: the response ends
+                // the exchange.
+                *input = &[];
+                self.phase = Phase::Finishing;
+                Step::Body(body)
+            }
+            Phase::Open | Phase::Closing { discard: false } => self.step_frames(input, now, limits),
+            Phase::Closing { discard: true } | Phase::Finishing | Phase::Lingering => {
+                *input = &[];
+                Step::NeedMore
             }
         }
-        if self.out.capacity() > KEEP_OUTPUT_CAPACITY {
-            self.out = Vec::new();
-        } else {
-            self.out.clear();
+    }
+
+    fn step_frames(&mut self, input: &mut &[u8], now: Instant, limits: &Limits) -> Step<'static> {
+        let open = self.is_open();
+        if open && !input.is_empty() {
+            self.ping_sent = false;
+            self.deadline = idle_deadline(now, limits);
         }
-        Ok((Flushed::All, written))
+        loop {
+            match self.decoder.next_event(input) {
+                Ok(None) => {
+                    if open {
+                        self.watch_partial_message(now, limits);
+                    }
+                    return Step::NeedMore;
+                }
+                Ok(Some(Event::Text(_))) => return Step::Message { binary: false },
+                Ok(Some(Event::Binary(_))) => return Step::Message { binary: true },
+                Ok(Some(Event::Ping(payload))) => {
+                    // "Upon receipt of a Ping frame, an endpoint MUST send a
+                    // Pong frame in response ... the same Application data".
+                    if open {
+                        encode_frame(&mut self.out, Opcode::Pong, payload);
+                    }
+                }
+                Ok(Some(Event::Pong(_))) => {}
+                Ok(Some(Event::Close(code, _))) => {
+                    if !open {
+                        // The reply to our close: the exchange is complete.
+                        *input = &[];
+                        return Step::Done;
+                    }
+                    // "the endpoint typically echos the status code it received".
+                    let code = code.unwrap_or(CloseCode::NORMAL.0);
+                    encode_close(&mut self.out, code, "");
+                    self.finish(format!("client closed with {code}"), now, limits);
+                    *input = &[];
+                    return Step::Left { code };
+                }
+                Err(e) => {
+                    if !open {
+                        self.phase = Phase::Closing { discard: true };
+                        *input = &[];
+                        return Step::NeedMore;
+                    }
+                    self.close(e.code, e.reason, now + limits.close_timeout);
+                    *input = &[];
+                    return Step::Left { code: e.code.0 };
+                }
+            }
+        }
+    }
+
+    /// Keeps the deadline no later than when a partly received message must
+    /// be complete.
+    fn watch_partial_message(&mut self, now: Instant, limits: &Limits) {
+        if !self.decoder.is_mid_message() {
+            self.message_due = None;
+            return;
+        }
+        let due = *self
+            .message_due
+            .get_or_insert_with(|| now + message_window(limits));
+        self.deadline = self.deadline.min(due);
+    }
+
+    /// The message of the last [`Step::Message`], taken out so that it can
+    /// be handed to an application while the connection is borrowed again;
+    /// return it with [`Connection::give_back`].
+    pub fn take_message(&mut self) -> Vec<u8> {
+        self.decoder.take_message()
+    }
+
+    pub fn give_back(&mut self, message: Vec<u8>) {
+        self.decoder.give_back(message);
+    }
+
+    /// The peer shut its write side. Returns whether the connection is done.
+    pub fn on_eof(&mut self) -> bool {
+        self.eof = true;
+        match self.phase {
+            // The response still goes out; the drain ends it.
+            Phase::Finishing => false,
+            Phase::AwaitingHandshake { .. } | Phase::Requested | Phase::ReadingBody { .. } => {
+                self.set_reason("closed before the request was complete");
+                true
+            }
+            Phase::Open => {
+                self.set_reason("connection dropped by peer");
+                true
+            }
+            Phase::Closing { .. } | Phase::Lingering => {
+                if self.close_reason.is_none() {
+                    self.set_reason("closed");
+                }
+                true
+            }
+        }
+    }
+
+    // ----- answers to a request head ---------------------------------------
+
+    /// Queues a last response; the connection ends once it is written.
+    pub fn respond(&mut self, response: &[u8], reason: &str, now: Instant, limits: &Limits) {
+        self.out.extend_from_slice(response);
+        self.finish(reason.to_string(), now, limits);
+    }
+
+    /// Reads a request body of `length` bytes before answering; the
+    /// handshake timeout keeps running.
+    pub fn expect_body(&mut self, length: usize) {
+        if let Phase::Requested = self.phase {
+            self.phase = Phase::ReadingBody {
+                body: Vec::with_capacity(length.min(64 * 1024)),
+                length,
+            };
+        }
+    }
+
+    /// Queues the `101` and opens the WebSocket.
+    pub fn open(&mut self, accept: &str, subprotocol: Option<&str>, now: Instant, limits: &Limits) {
+        handshake::accept_response(&mut self.out, accept, subprotocol);
+        self.phase = Phase::Open;
+        self.websocket = true;
+        self.deadline = idle_deadline(now, limits);
+    }
+
+    /// Closes an open WebSocket with `code`: a close frame, then (failing
+    /// the connection, 1002 and 1007, RFC 6455 7.1.7) a half-close at once,
+    /// or (every other code) a wait for the peer's close until `deadline`.
+    /// Returns false when the connection was not open.
+    pub fn close(&mut self, code: CloseCode, reason: &str, deadline: Instant) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        encode_close(&mut self.out, code.0, reason);
+        self.decoder.enter_closing();
+        self.close_reason = Some(format!("closed with {} ({reason})", code.0).into());
+        self.deadline = deadline;
+        if matches!(code, CloseCode::PROTOCOL_ERROR | CloseCode::INVALID_PAYLOAD) {
+            self.phase = Phase::Finishing;
+        } else {
+            self.phase = Phase::Closing { discard: false };
+        }
+        true
+    }
+
+    fn finish(&mut self, reason: String, now: Instant, limits: &Limits) {
+        self.phase = Phase::Finishing;
+        self.deadline = now + limits.close_timeout;
+        self.close_reason = Some(reason.into());
+    }
+
+    fn set_reason(&mut self, reason: &str) {
+        self.close_reason = Some(reason.into());
+    }
+
+    // ----- output ----------------------------------------------------------
+
+    /// Queues bytes written by `write` (`len` of them, for the caller's
+    /// accounting) on an open WebSocket; false when it is not open.
+    pub fn queue_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        write(&mut self.out);
+        self.active = true;
+        true
+    }
+
+    /// Queues one frame on an open WebSocket, encoded in place.
+    pub fn queue_frame(&mut self, opcode: Opcode, payload: &[u8]) -> bool {
+        self.queue_with(|out| encode_frame(out, opcode, payload))
+    }
+
+    /// Bytes a frame with this payload length takes on the wire.
+    pub fn frame_len(payload_len: usize) -> usize {
+        header_len_for(payload_len) + payload_len
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// The first `n` bytes of [`Connection::output`] were sent.
+    pub fn consumed(&mut self, n: usize) {
+        if n >= self.out.len() {
+            if self.out.capacity() > KEEP_OUTPUT_CAPACITY {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
+        } else {
+            self.out.drain(..n);
+        }
+    }
+
+    /// Gives the output buffer back to the allocator if it is empty: a
+    /// connection that was greeted and then stays idle holds no buffer.
+    pub fn release_output(&mut self) {
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+    }
+
+    /// Everything queued was sent. Returns true when the write side should
+    /// now be shut (a finished exchange); the connection then lingers until
+    /// the peer's EOF, or is done at once if that was already seen
+    /// ([`Connection::is_done`]).
+    pub fn on_drained(&mut self, now: Instant, limits: &Limits) -> bool {
+        if !matches!(self.phase, Phase::Finishing) || !self.out.is_empty() {
+            return false;
+        }
+        self.phase = Phase::Lingering;
+        self.deadline = self.deadline.min(now + limits.close_timeout);
+        true
+    }
+
+    /// Lingering after a seen EOF: nothing is left to do.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Lingering) && self.eof
+    }
+
+    // ----- time ------------------------------------------------------------
+
+    /// The deadline may have passed: act on it.
+    pub fn on_deadline(&mut self, now: Instant, limits: &Limits) -> Expiry {
+        if now < self.deadline {
+            return Expiry::NotYet;
+        }
+        match self.phase {
+            Phase::AwaitingHandshake { .. } | Phase::Requested | Phase::ReadingBody { .. } => {
+                Expiry::HandshakeTimeout
+            }
+            Phase::Open if self.message_due.is_some_and(|due| now >= due) => {
+                let code = CloseCode::POLICY_VIOLATION;
+                self.close(
+                    code,
+                    "message not completed in time",
+                    now + limits.close_timeout,
+                );
+                Expiry::Closed { code: code.0 }
+            }
+            Phase::Open if !self.ping_sent => {
+                self.ping_sent = true;
+                self.deadline = idle_deadline(now, limits);
+                encode_frame(&mut self.out, Opcode::Ping, b"");
+                Expiry::Pinged
+            }
+            Phase::Open => Expiry::Drop("idle: no answer to ping".into()),
+            Phase::Closing { .. } => Expiry::Drop("no close reply in time".into()),
+            Phase::Finishing | Phase::Lingering => Expiry::Drop(
+                self.close_reason
+                    .take()
+                    .map_or(Cow::Borrowed("done"), |r| Cow::Owned(r.into())),
+            ),
+        }
+    }
+
+    /// Whether bytes moved since the last call (for giving buffers back).
+    pub fn take_activity(&mut self) -> bool {
+        std::mem::replace(&mut self.active, false)
+    }
+
+    /// Gives back buffers not holding anything in progress.
+    pub fn trim(&mut self) {
+        self.release_output();
+        self.decoder.trim();
+        if let Phase::AwaitingHandshake { head } = &mut self.phase
+            && head.is_empty()
+        {
+            *head = Vec::new();
+        }
     }
 }
+
+/// How long one message may take to arrive, from its first byte: the
+/// keepalive interval, or the handshake timeout when keepalive is off.
+fn message_window(limits: &Limits) -> Duration {
+    if limits.idle_timeout.is_zero() {
+        limits.handshake_timeout
+    } else {
+        limits.idle_timeout
+    }
+}
+
+fn idle_deadline(now: Instant, limits: &Limits) -> Instant {
+    if limits.idle_timeout.is_zero() {
+        now + NEVER
+    } else {
+        now + limits.idle_timeout
+    }
+}
+
+/// Collects a request head. The usual case, a whole head in one read, is
+/// answered from the input itself, so a handshake allocates no head buffer.
+fn read_head<'i>(head: &mut Vec<u8>, input: &mut &'i [u8]) -> Step<'i> {
+    let data: &'i [u8] = input;
+    if head.is_empty() {
+        return match http::find_head_end(data, 0) {
+            Some(end) if end <= MAX_HEAD_BYTES => {
+                let (complete, rest) = data.split_at(end);
+                *input = rest;
+                Step::Head(Cow::Borrowed(complete))
+            }
+            None if data.len() <= MAX_HEAD_BYTES => {
+                head.extend_from_slice(data);
+                *input = &[];
+                Step::NeedMore
+            }
+            _ => {
+                *input = &[];
+                Step::Refused {
+                    status: 431,
+                    reason: "request head over 8192 bytes",
+                }
+            }
+        };
+    }
+    let searched = head.len();
+    // Never hold more than one byte past the limit: that already decides.
+    let room = (MAX_HEAD_BYTES + 1).saturating_sub(searched);
+    let take = data.len().min(room);
+    head.extend_from_slice(&data[..take]);
+    match http::find_head_end(head, searched) {
+        Some(end) if end <= MAX_HEAD_BYTES => {
+            let consumed_here = end.saturating_sub(searched);
+            *input = data.get(consumed_here..).unwrap_or_default();
+            head.truncate(end);
+            Step::Head(Cow::Owned(std::mem::take(head)))
+        }
+        None if head.len() <= MAX_HEAD_BYTES => {
+            *input = &[];
+            Step::NeedMore
+        }
+        _ => {
+            *input = &[];
+            Step::Refused {
+                status: 431,
+                reason: "request head over 8192 bytes",
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

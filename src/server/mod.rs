@@ -1,47 +1,54 @@
 //! The poll loop: one `mio::Poll`, one thread, a `slab` of connections.
 //!
-//! Each turn: wait for readiness (the timeout is the next timer tick, or
-//! zero when a connection still has unread input), accept until
-//! `WouldBlock`, read each ready connection through one shared read buffer
-//! and feed the bytes to its state machine, then flush every connection
-//! that received output during the turn, once. Broadcasts therefore only
-//! append to write buffers; a connection that got fifty messages this turn
-//! costs one `write`, not fifty.
+//! The loop moves bytes and nothing else. It accepts sockets, reads each
+//! ready one through one shared read buffer into its [`Connection`] (the
+//! engine's sans-IO state machine, which knows RFC 6455), hands what the
+//! connection reports to the [`Service`] (which knows the routes and the
+//! chat), and writes every connection that got output once per turn.
+//! Broadcasts therefore only append to write buffers; a connection that
+//! got fifty messages this turn costs one `write`, not fifty.
 //!
-//! Fairness: a connection may read at most [`READ_BUDGET`] bytes per turn.
-//! mio is edge-triggered, so one that still has input goes on a backlog
-//! list and is read again next turn, after everyone else had theirs.
+//! Fairness: a connection may read at most [`READ_BUDGET`] bytes and handle
+//! [`MESSAGE_BUDGET`] messages per turn. mio is edge-triggered, so one that
+//! still has input goes on a backlog list and is read again next turn,
+//! after everyone else had theirs.
 //!
-//! Timers need no thread: every [`TICK`] the loop sweeps the slab for
-//! handshake, keepalive, close and linger deadlines.
+//! Timers need no thread and no sweep: each connection's deadline sits in
+//! a heap (`timers.rs`), so a turn touches only what is due.
 //!
 //! Closing is never done from inside a broadcast: connections found over
-//! their output cap, closes asked for by the chat, and names to announce as
-//! gone are put on lists and settled after the message that caused them.
+//! their output cap and closes asked for by the service are put on lists
+//! and settled after the event that caused them.
 //!
-//! This file holds the loop itself, accepting, timers and shutdown;
-//! `input.rs` reads and interprets what clients send, `output.rs` closes
-//! connections and flushes, `room.rs` is the chat's view of the slab.
+//! This file holds the loop itself, accepting, the server-wide budgets and
+//! shutdown; `pump.rs` moves bytes and steps, `room.rs` is the service's view
+//! of the slab, `timers.rs` the deadline heap, `guard.rs` the limits of the server as a
+//! whole.
 
-use crate::app::chat::{Chat, ChatPeer};
-use crate::app::echo;
+use crate::app::{Service, Wschat};
 use crate::config::Config;
 use crate::engine::close::CloseCode;
-use crate::engine::connection::{Connection, Flushed, Phase};
-use crate::engine::frame::{Decoder, Event, Opcode, encode_close, encode_frame, header_len_for};
-use crate::engine::handshake::{self, Decision, Rejection};
-use crate::engine::http::{self, MAX_HEAD_BYTES, Request};
-use crate::metrics::{AppLabel, Gauges, Metrics};
+use crate::engine::connection::{Connection, Expiry, Limits};
+use crate::engine::http;
+use crate::metrics::Metrics;
+use crate::transport::Transport;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+mod guard;
+mod pump;
+mod room;
+mod timers;
+
+use timers::Timers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -51,11 +58,13 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 const LISTEN_BACKLOG: i32 = 65535;
 /// While accept keeps failing for lack of descriptors, warn this seldom.
 const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
-/// Every this many ticks (about a second), connections that were quiet
-/// since the last time give their buffers back.
-const TRIM_EVERY_TICKS: u64 = 10;
-/// Timer resolution: deadlines are checked this often.
+/// How often the server-wide checks run while there is something to check
+/// (blocked output, 503'd sockets to drain, a paused accept).
 pub const TICK: Duration = Duration::from_millis(100);
+/// How often the service's own timers run.
+const SERVICE_TICK: Duration = Duration::from_secs(1);
+/// Far enough never to matter, near enough not to overflow.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// The loop's one read buffer; idle connections own no input buffer.
 const READ_BUFFER: usize = 64 * 1024;
 /// Bytes one connection may read per loop turn before others get a turn.
@@ -80,43 +89,63 @@ const MAX_DOOR_REJECTS: usize = 1024;
 /// How long a 503'd socket is drained so the response is not reset away.
 const DOOR_LINGER: Duration = Duration::from_secs(1);
 
-/// The web client, with limits substituted when the server starts.
-const INDEX_HTML: &str = include_str!("../../web/index.html");
-
-/// The chat's view of the server (a macro, so that `self.chat` stays
-/// borrowable beside it).
-macro_rules! room {
-    ($server:ident) => {
-        ServerRoom {
-            conns: &mut $server.conns,
-            dirty: &mut $server.dirty,
-            slow: &mut $server.slow,
-            closes: &mut $server.closes,
-            metrics: &mut $server.metrics,
-            max_output: $server.config.max_output_bytes,
-        }
-    };
-}
-
-mod input;
-mod output;
-mod room;
-
-use room::{ServerRoom, queue_with};
-
-/// The application state of a slab entry, beside the engine's connection.
+/// One slab entry: the engine's connection, the transport under it, and
+/// the service's state of it.
 #[derive(Debug)]
-enum AppState {
-    /// Not (yet, or any more) a WebSocket application.
-    None,
-    Chat(ChatPeer),
-    Echo,
-}
-
-#[derive(Debug)]
-struct Slot {
+pub(crate) struct Slot<P> {
     conn: Connection,
-    app: AppState,
+    transport: Transport,
+    addr: SocketAddr,
+    app: Option<P>,
+    /// The time of this slot's live deadline entry in the timer heap.
+    timer_at: Instant,
+    /// On the loop's list of connections to flush this turn.
+    dirty: bool,
+    /// WRITABLE interest is registered (output the kernel refused).
+    wants_write: bool,
+    /// On the loop's list of connections with unread input.
+    in_backlog: bool,
+    /// Input is not read until the output backlog shrinks.
+    read_paused: bool,
+    /// A trim timer entry is pending.
+    trim_armed: bool,
+}
+
+impl<P> Slot<P> {
+    /// Bytes not yet taken by the kernel: the connection's output and what
+    /// the transport holds.
+    fn pending(&self) -> usize {
+        self.conn
+            .output()
+            .len()
+            .saturating_add(self.transport.pending_bytes())
+    }
+
+    /// Writes queued output until done or the socket would block; returns
+    /// the bytes the transport took.
+    fn write_out(&mut self) -> io::Result<usize> {
+        let mut written = 0;
+        let result = loop {
+            let Some(rest) = self.conn.output().get(written..) else {
+                break Ok(());
+            };
+            if rest.is_empty() {
+                break Ok(());
+            }
+            match self.transport.write(rest) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if would_block(&e) => break Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        // One shift of the buffer per flush, not one per partial write.
+        self.conn.consumed(written);
+        result?;
+        self.transport.flush_pending()?;
+        Ok(written)
+    }
 }
 
 /// Stops a running server from another thread, as SIGTERM would.
@@ -137,27 +166,30 @@ impl ShutdownHandle {
 }
 
 /// A bound server, ready to [`run`](Server::run).
-pub struct Server {
+pub struct Server<S: Service = Wschat> {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     config: Config,
-    conns: Slab<Slot>,
-    chat: Chat,
+    limits: Limits,
+    conns: Slab<Slot<S::Peer>>,
+    service: S,
     metrics: Metrics,
+    timers: Timers,
     /// Connections with output queued this turn.
     dirty: VecDeque<usize>,
     /// Connections that stopped reading on their budget, not on `WouldBlock`.
     backlog: Vec<usize>,
+    /// Input read but not yet handled because the message budget ran out;
+    /// only connections that flood have one.
+    stashes: HashMap<usize, Vec<u8>>,
     /// Connections found over `--max-output-bytes` while queueing.
     slow: Vec<usize>,
-    /// Closes the chat asked for.
-    closes: Vec<(usize, CloseCode, &'static str)>,
-    /// Names freed whose `leave` is still to be sent.
-    leaving: Vec<Box<str>>,
+    /// Closes the service asked for.
+    closes: Vec<(usize, CloseCode, String)>,
+    /// Connections whose output the kernel refused (WRITABLE registered).
+    blocked: usize,
     read_buffer: Vec<u8>,
-    /// Reused for the 101 response and first user list of each handshake.
-    greeting: Vec<u8>,
     /// Sockets answered 503 at the door, drained until EOF or their deadline.
     door_rejects: VecDeque<(TcpStream, Instant)>,
     shutdown_requested: Arc<AtomicBool>,
@@ -170,19 +202,25 @@ pub struct Server {
     /// When the last "out of descriptors" warning was logged (one a burst).
     accept_warned: Option<Instant>,
     accept_failures: u64,
-    index_html: Vec<u8>,
     fd_capacity: u64,
     /// The time of the current loop turn.
     now: Instant,
-    /// Timer ticks so far (idle buffers are trimmed every few).
-    ticks: u64,
+    next_check: Instant,
+    next_service_tick: Instant,
 }
 
-impl Server {
-    /// Binds the listening socket (port 0 picks a free one) and prepares the
-    /// loop. Also raises the soft open-file limit to the hard limit.
-    pub fn bind(config: Config) -> io::Result<Server> {
-        let fd_capacity = raise_fd_limit();
+impl Server<Wschat> {
+    /// Binds the listening socket (port 0 picks a free one) and prepares
+    /// the loop with the chat service.
+    pub fn bind(config: Config) -> io::Result<Server<Wschat>> {
+        let service = Wschat::new(&config);
+        Server::bind_service(config, service)
+    }
+}
+
+impl<S: Service> Server<S> {
+    /// Binds the listening socket and prepares the loop for `service`.
+    pub fn bind_service(config: Config, service: S) -> io::Result<Server<S>> {
         let addr = resolve(&config.host, config.port)?;
         let mut listener = TcpListener::bind(addr)?;
         // mio listens with a backlog of 128; a crowd connecting at once
@@ -194,28 +232,30 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let index_html = INDEX_HTML
-            .replace(
-                "__WSCHAT_MAX_CHAT_CHARS__",
-                &config.max_chat_chars.to_string(),
-            )
-            .replace("__WSCHAT_RATE_LIMIT__", &config.rate_limit.to_string())
-            .into_bytes();
+        let limits = Limits {
+            handshake_timeout: config.handshake_timeout,
+            idle_timeout: config.idle_timeout,
+            close_timeout: config.close_timeout,
+            max_message_bytes: config.max_message_bytes,
+        };
+        let now = Instant::now();
         Ok(Server {
             poll,
             listener: Some(listener),
             local_addr,
-            chat: Chat::new(config.max_chat_chars, config.rate_limit),
             config,
+            limits,
             conns: Slab::new(),
+            service,
             metrics: Metrics::default(),
+            timers: Timers::default(),
             dirty: VecDeque::new(),
             backlog: Vec::new(),
+            stashes: HashMap::new(),
             slow: Vec::new(),
             closes: Vec::new(),
-            leaving: Vec::new(),
+            blocked: 0,
             read_buffer: vec![0; READ_BUFFER],
-            greeting: Vec::new(),
             door_rejects: VecDeque::new(),
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
@@ -224,10 +264,10 @@ impl Server {
             accept_paused: false,
             accept_warned: None,
             accept_failures: 0,
-            index_html,
-            fd_capacity,
-            now: Instant::now(),
-            ticks: 0,
+            fd_capacity: current_fd_limit(),
+            now,
+            next_check: now + TICK,
+            next_service_tick: now + SERVICE_TICK,
         })
     }
 
@@ -236,9 +276,14 @@ impl Server {
         self.local_addr
     }
 
-    /// How many file descriptors the process may open (after raising).
+    /// How many file descriptors the process may open.
     pub fn fd_capacity(&self) -> u64 {
         self.fd_capacity
+    }
+
+    /// The loop's waker, for threads that hand work to the service.
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
     }
 
     /// A handle that stops `run` gracefully from another thread.
@@ -273,10 +318,9 @@ impl Server {
     /// Runs the loop until a shutdown completes.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let mut next_tick = Instant::now() + TICK;
         loop {
             let timeout = if self.backlog.is_empty() && self.dirty.is_empty() {
-                next_tick.saturating_duration_since(Instant::now())
+                self.next_wakeup().saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
             };
@@ -290,7 +334,7 @@ impl Server {
             let backlog = std::mem::take(&mut self.backlog);
             for t in backlog {
                 if let Some(slot) = self.conns.get_mut(t) {
-                    slot.conn.in_backlog = false;
+                    slot.in_backlog = false;
                     self.read_ready(t);
                 }
             }
@@ -301,6 +345,8 @@ impl Server {
                         if self.shutdown_requested.load(Ordering::SeqCst) {
                             self.begin_shutdown();
                         }
+                        self.with_service(|service, room| service.on_wake(room));
+                        self.settle();
                     }
                     SIGNALS => {
                         if self.drain_signals() {
@@ -319,11 +365,9 @@ impl Server {
                 }
             }
             self.flush_dirty(FLUSH_CHUNK);
-            if self.now >= next_tick {
-                self.sweep();
-                self.flush_dirty(FLUSH_CHUNK);
-                next_tick = self.now + TICK;
-            }
+            self.run_timers();
+            self.periodic_checks();
+            self.flush_dirty(FLUSH_CHUNK);
             if let Some(deadline) = self.shutdown_deadline
                 && (self.conns.is_empty() || self.now >= deadline)
             {
@@ -333,6 +377,45 @@ impl Server {
                 );
                 return Ok(());
             }
+        }
+    }
+
+    /// When the loop must wake even if no socket is ready.
+    fn next_wakeup(&self) -> Instant {
+        let mut at = self.next_service_tick;
+        if let Some(timer) = self.timers.next() {
+            at = at.min(timer);
+        }
+        if self.needs_checks() {
+            at = at.min(self.next_check);
+        }
+        if let Some(deadline) = self.shutdown_deadline {
+            at = at.min(deadline);
+        }
+        at
+    }
+
+    /// Whether the server-wide checks have anything to look at: while
+    /// idle they cost nothing.
+    fn needs_checks(&self) -> bool {
+        self.blocked > 0 || !self.door_rejects.is_empty() || self.accept_paused
+    }
+
+    fn periodic_checks(&mut self) {
+        if self.now >= self.next_check {
+            self.next_check = self.now + TICK;
+            if self.blocked > 0 {
+                self.enforce_output_budget();
+            }
+            self.drain_door_rejects();
+            if self.accept_paused {
+                self.accept_all();
+            }
+        }
+        if self.now >= self.next_service_tick {
+            self.next_service_tick = self.now + SERVICE_TICK;
+            self.with_service(|service, room| service.on_tick(room));
+            self.settle();
         }
     }
 
@@ -363,7 +446,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_out_of_descriptors(&e) => {
                     // The pending connection stays in the kernel's queue;
-                    // the tick retries, so there is no busy loop.
+                    // the periodic check retries, so there is no busy loop.
                     self.accept_failures += 1;
                     let quiet = self.accept_warned.is_some_and(|at| {
                         self.now.saturating_duration_since(at) < ACCEPT_WARN_EVERY
@@ -383,7 +466,7 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, mut socket: TcpStream, addr: SocketAddr) {
         // Chat lines are small and latency matters more than packet count;
         // batching already happens in the write buffers.
         let _ = socket.set_nodelay(true);
@@ -394,142 +477,23 @@ impl Server {
             .registry()
             .register(&mut socket, Token(t), Interest::READABLE)
         {
-            warn!("cannot register connection from {peer}: {e}");
+            warn!("cannot register connection from {addr}: {e}");
             return;
         }
-        debug!("accepted {peer}");
-        let deadline = self.now + self.config.handshake_timeout;
+        debug!("accepted {addr}");
         entry.insert(Slot {
-            conn: Connection::new(socket, peer, deadline, self.config.max_message_bytes),
-            app: AppState::None,
+            conn: Connection::new(self.now, &self.limits),
+            transport: Transport::Plain(socket),
+            addr,
+            app: None,
+            timer_at: self.now + NEVER,
+            dirty: false,
+            wants_write: false,
+            in_backlog: false,
+            read_paused: false,
+            trim_armed: true,
         });
-    }
-
-    /// PROTOCOL section 2, check 1: at the limit, 503 at once, unread.
-    fn refuse_at_door(&mut self, mut socket: TcpStream, peer: SocketAddr) {
-        self.metrics.rejected("limit");
-        debug!("refused {peer}: {} connections open", self.conns.len());
-        let mut response = Vec::new();
-        http::write_error(&mut response, 503, &[], false);
-        // A fresh socket's send buffer takes a short response whole.
-        let _ = socket.write(&response);
-        let _ = socket.shutdown(Shutdown::Write);
-        if self.door_rejects.len() >= MAX_DOOR_REJECTS {
-            self.door_rejects.pop_front();
-        }
-        self.door_rejects
-            .push_back((socket, self.now + DOOR_LINGER));
-    }
-
-    // ----- timers ----------------------------------------------------------
-
-    fn sweep(&mut self) {
-        let now = self.now;
-        let mut expired = Vec::new();
-        for (t, slot) in self.conns.iter() {
-            if now >= slot.conn.deadline {
-                expired.push(t);
-            }
-        }
-        for t in expired {
-            let Some(slot) = self.conns.get_mut(t) else {
-                continue;
-            };
-            match slot.conn.phase {
-                Phase::AwaitingHandshake { .. } => {
-                    self.metrics.rejected("timeout");
-                    self.drop_connection(t, "no request head within the handshake timeout");
-                }
-                Phase::Open if !slot.conn.ping_sent => {
-                    slot.conn.ping_sent = true;
-                    slot.conn.deadline = now + self.config.idle_timeout;
-                    self.queue_frame(t, 0, |out| encode_frame(out, Opcode::Ping, b""));
-                }
-                Phase::Open => self.drop_connection(t, "idle: no answer to ping"),
-                Phase::Closing { .. } => self.drop_connection(t, "no close reply in time"),
-                Phase::Finishing | Phase::Lingering => {
-                    let reason = slot.conn.close_reason.take();
-                    self.drop_connection(t, reason.as_deref().unwrap_or("done"));
-                }
-            }
-        }
-        self.settle();
-        self.enforce_output_budget();
-        self.drain_door_rejects();
-        if self.accept_paused {
-            self.accept_all();
-        }
-        self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks.is_multiple_of(TRIM_EVERY_TICKS) {
-            for (_, slot) in self.conns.iter_mut() {
-                slot.conn.trim_if_idle();
-            }
-        }
-    }
-
-    /// Holds all unsent output to `--max-total-output-bytes`. The cap per
-    /// connection alone would let many stalled readers hold the cap each;
-    /// past the budget the largest backlogs the kernel refused go first,
-    /// reset at once (their buffers freed now, not after a close handshake
-    /// they would never read). Checked each tick, so it may be overshot by
-    /// one tick's worth of traffic.
-    fn enforce_output_budget(&mut self) {
-        let budget = self.config.max_total_output_bytes;
-        let mut total: usize = 0;
-        let mut backlogs = Vec::new();
-        for (t, slot) in self.conns.iter() {
-            let pending = slot.conn.out.len();
-            total = total.saturating_add(pending);
-            if slot.conn.wants_write && pending >= BUDGET_MIN_BACKLOG {
-                backlogs.push((pending, t));
-            }
-        }
-        if total <= budget {
-            return;
-        }
-        backlogs.sort_unstable_by(|a, b| b.cmp(a));
-        for (pending, t) in backlogs {
-            if total <= budget {
-                break;
-            }
-            total = total.saturating_sub(pending);
-            if let Some(slot) = self.conns.get(t) {
-                // Reset rather than FIN: the kernel would otherwise keep
-                // retrying the unread bytes it holds for this peer.
-                let _ = rustix::net::sockopt::set_socket_linger(
-                    &slot.conn.socket,
-                    Some(Duration::ZERO),
-                );
-            }
-            self.metrics.slow_consumers_dropped += 1;
-            warn!(
-                "dropping a connection with {pending} bytes unsent: all connections together are over --max-total-output-bytes ({budget})"
-            );
-            self.drop_connection(
-                t,
-                "too much unread output while the server was over its output budget",
-            );
-        }
-        self.settle();
-    }
-
-    fn drain_door_rejects(&mut self) {
-        let now = self.now;
-        let buffer = &mut self.read_buffer;
-        self.door_rejects.retain_mut(|(socket, deadline)| {
-            if now >= *deadline {
-                return false;
-            }
-            loop {
-                match socket.read(buffer) {
-                    Ok(0) => return false,
-                    Ok(_) => {}
-                    Err(e) if would_block(&e) => return true,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return false,
-                }
-            }
-        });
+        self.schedule(t);
     }
 
     // ----- shutdown --------------------------------------------------------
@@ -569,39 +533,33 @@ impl Server {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        self.shutdown_deadline = Some(self.now + self.config.shutdown_timeout);
+        let deadline = self.now + self.config.shutdown_timeout;
+        self.shutdown_deadline = Some(deadline);
+        // Every WebSocket is closed before any leaves the service: nobody
+        // is sent a `leave` between their peers' and their own close frame.
         let slots: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
-        for t in slots {
-            let Some(slot) = self.conns.get(t) else {
+        let mut leaving = Vec::new();
+        for &t in &slots {
+            let Some(slot) = self.conns.get_mut(t) else {
                 continue;
             };
-            match slot.conn.phase {
-                Phase::Open => self.fail(t, CloseCode::GOING_AWAY, "server shutting down"),
-                Phase::Closing { .. } => {}
-                _ => self.drop_connection(t, "server shutting down"),
+            if slot
+                .conn
+                .close(CloseCode::GOING_AWAY, "server shutting down", deadline)
+            {
+                self.metrics.close_sent(CloseCode::GOING_AWAY.0);
+                self.mark_dirty(t);
+                self.schedule(t);
+                leaving.push(t);
+            } else if !matches!(slot.conn.state(), crate::engine::connection::State::Closing) {
+                self.drop_connection(t, "server shutting down");
             }
         }
-        self.leaving.clear();
+        for t in leaving {
+            self.leave(t);
+        }
         self.settle();
         self.door_rejects.clear();
-    }
-
-    fn gauges(&self) -> Gauges {
-        let mut g = Gauges {
-            users_named: self.chat.named_count(),
-            rate_limited_total: self.chat.rate_limited_total,
-            fd_capacity: self.fd_capacity,
-            ..Gauges::default()
-        };
-        for (_, slot) in &self.conns {
-            match slot.conn.phase {
-                _ if slot.conn.is_http => g.http += 1,
-                Phase::AwaitingHandshake { .. } => g.handshake += 1,
-                Phase::Open => g.open += 1,
-                Phase::Closing { .. } | Phase::Finishing | Phase::Lingering => g.closing += 1,
-            }
-        }
-        g
     }
 }
 
@@ -624,8 +582,14 @@ fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
     })
 }
 
+/// The soft RLIMIT_NOFILE in force (main raises it before binding).
+fn current_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit};
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the result.
-fn raise_fd_limit() -> u64 {
+pub fn raise_fd_limit() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let mut raised = limit;
@@ -642,7 +606,7 @@ mod tests {
     /// small (issue 5 asks for a few hundred bytes a connection).
     #[test]
     fn a_slab_entry_stays_small() {
-        let size = std::mem::size_of::<super::Slot>();
+        let size = std::mem::size_of::<super::Slot<crate::app::Peer>>();
         eprintln!("Slot is {size} bytes");
         assert!(size <= 360, "Slot grew to {size} bytes");
     }

@@ -1,17 +1,38 @@
-//! The chat's view of the server: queueing framed messages on open chat
-//! connections within their output caps.
+//! The loop's side of [`Connections`]: what a service may do to the
+//! connections, over the slab, within the output caps.
 
-use super::*;
-use crate::app::chat::Room;
+use super::Slot;
+use crate::app::{ConnId, Connections};
+use crate::engine::close::CloseCode;
+use crate::engine::connection::{Connection, State};
+use crate::engine::frame::{Opcode, encode_frame};
+use crate::metrics::{AppGauges, Gauges, Metrics};
+use slab::Slab;
+use std::collections::VecDeque;
+use std::time::Instant;
 
-/// Appends `len` bytes, written by `write`, to one connection's output if it
-/// is open and under its cap; over the cap it is put on the `slow` list
-/// instead. Writing in place lets a frame be encoded straight into the
-/// buffer, with no allocation of its own.
+/// A borrow of the loop's parts that a service call may touch.
+pub(super) struct LoopRoom<'a, P> {
+    pub conns: &'a mut Slab<Slot<P>>,
+    pub dirty: &'a mut VecDeque<usize>,
+    /// Connections found over `--max-output-bytes` while queueing.
+    pub slow: &'a mut Vec<usize>,
+    /// Closes asked for, settled after the current event.
+    pub closes: &'a mut Vec<(usize, CloseCode, String)>,
+    pub metrics: &'a mut Metrics,
+    pub max_output: usize,
+    pub now: Instant,
+    pub fd_capacity: u64,
+}
+
+/// Appends `len` bytes, written by `write`, to an open connection's output
+/// if it stays under its cap; over the cap the connection goes on the
+/// `slow` list instead. Writing in place lets a frame be encoded straight
+/// into the buffer.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn queue_with(
+pub(super) fn queue<P>(
     t: usize,
-    slot: &mut Slot,
+    slot: &mut Slot<P>,
     len: usize,
     max_output: usize,
     dirty: &mut VecDeque<usize>,
@@ -19,114 +40,124 @@ pub(super) fn queue_with(
     bytes_sent: &mut u64,
     write: impl FnOnce(&mut Vec<u8>),
 ) -> bool {
-    let conn = &mut slot.conn;
-    if !conn.is_open() {
+    if !slot.conn.is_open() {
         return false;
     }
-    if conn.out.len().saturating_add(len) > max_output && !conn.out.is_empty() {
+    let pending = slot.pending();
+    if pending.saturating_add(len) > max_output && pending > 0 {
         // Output queued this turn has not met the socket yet: only what the
         // kernel refuses counts as pending, so write now before judging.
-        if let Ok((_, written)) = conn.flush() {
+        if let Ok(written) = slot.write_out() {
             *bytes_sent += written as u64;
         }
         // One message always fits an empty buffer, so a message larger than
         // the cap (an echo of a big message) is not mistaken for a slow
         // reader; memory stays bounded by the cap plus one message.
-        if !conn.out.is_empty() && conn.out.len().saturating_add(len) > max_output {
+        let pending = slot.pending();
+        if pending > 0 && pending.saturating_add(len) > max_output {
             slow.push(t);
             return false;
         }
     }
-    write(&mut conn.out);
-    conn.active = true;
-    if !conn.dirty {
-        conn.dirty = true;
+    slot.conn.queue_with(write);
+    if !slot.dirty {
+        slot.dirty = true;
         dirty.push_back(t);
     }
     true
 }
 
-/// [`queue_with`] for bytes already framed (a broadcast's shared frame).
-pub(super) fn queue_on(
-    t: usize,
-    slot: &mut Slot,
-    bytes: &[u8],
-    max_output: usize,
-    dirty: &mut VecDeque<usize>,
-    slow: &mut Vec<usize>,
-    bytes_sent: &mut u64,
-) -> bool {
-    queue_with(
-        t,
-        slot,
-        bytes.len(),
-        max_output,
-        dirty,
-        slow,
-        bytes_sent,
-        |out| out.extend_from_slice(bytes),
-    )
-}
+impl<P> Connections<P> for LoopRoom<'_, P> {
+    fn now(&self) -> Instant {
+        self.now
+    }
 
-/// The chat's view of the server's connections.
-pub(super) struct ServerRoom<'a> {
-    pub(super) conns: &'a mut Slab<Slot>,
-    pub(super) dirty: &'a mut VecDeque<usize>,
-    pub(super) slow: &'a mut Vec<usize>,
-    pub(super) closes: &'a mut Vec<(usize, CloseCode, &'static str)>,
-    pub(super) metrics: &'a mut Metrics,
-    pub(super) max_output: usize,
-}
-
-impl Room for ServerRoom<'_> {
-    fn peer(&mut self, slot: usize) -> Option<&mut ChatPeer> {
-        match self.conns.get_mut(slot) {
-            Some(Slot {
-                conn,
-                app: AppState::Chat(peer),
-            }) if conn.is_open() => Some(peer),
-            _ => None,
+    fn peer(&mut self, id: ConnId) -> Option<&mut P> {
+        let slot = self.conns.get_mut(id)?;
+        if slot.conn.is_open() {
+            slot.app.as_mut()
+        } else {
+            None
         }
     }
 
-    fn send(&mut self, t: usize, frame: &[u8]) {
-        if let Some(slot) = self.conns.get_mut(t)
-            && matches!(slot.app, AppState::Chat(_))
-            && queue_on(
-                t,
-                slot,
-                frame,
-                self.max_output,
-                self.dirty,
-                self.slow,
-                &mut self.metrics.bytes_sent,
-            )
-        {
-            self.metrics.messages_sent[AppLabel::Chat as usize] += 1;
-        }
+    fn send(&mut self, id: ConnId, frame: &[u8]) -> bool {
+        let Some(slot) = self.conns.get_mut(id) else {
+            return false;
+        };
+        queue(
+            id,
+            slot,
+            frame.len(),
+            self.max_output,
+            self.dirty,
+            self.slow,
+            &mut self.metrics.bytes_sent,
+            |out| out.extend_from_slice(frame),
+        )
     }
 
-    fn broadcast(&mut self, frame: &[u8]) {
+    fn send_frame(&mut self, id: ConnId, opcode: Opcode, payload: &[u8]) -> bool {
+        let Some(slot) = self.conns.get_mut(id) else {
+            return false;
+        };
+        queue(
+            id,
+            slot,
+            Connection::frame_len(payload.len()),
+            self.max_output,
+            self.dirty,
+            self.slow,
+            &mut self.metrics.bytes_sent,
+            |out| encode_frame(out, opcode, payload),
+        )
+    }
+
+    fn broadcast(&mut self, frame: &[u8], mut to: impl FnMut(&P) -> bool) -> u64 {
         let mut sent = 0;
         for (t, slot) in self.conns.iter_mut() {
-            if matches!(slot.app, AppState::Chat(_))
-                && queue_on(
+            if slot.app.as_ref().is_some_and(&mut to)
+                && queue(
                     t,
                     slot,
-                    frame,
+                    frame.len(),
                     self.max_output,
                     self.dirty,
                     self.slow,
                     &mut self.metrics.bytes_sent,
+                    |out| out.extend_from_slice(frame),
                 )
             {
                 sent += 1;
             }
         }
-        self.metrics.messages_sent[AppLabel::Chat as usize] += sent;
+        sent
     }
 
-    fn close(&mut self, t: usize, code: CloseCode, reason: &'static str) {
-        self.closes.push((t, code, reason));
+    fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
+        self.closes.push((id, code, reason.to_string()));
+    }
+
+    fn metrics(&mut self) -> &mut Metrics {
+        self.metrics
+    }
+
+    fn render_metrics(&mut self, app: &AppGauges) -> String {
+        let mut g = Gauges {
+            users_named: app.users_named,
+            rate_limited_total: app.rate_limited_total,
+            fd_capacity: self.fd_capacity,
+            extra: app.extra.clone(),
+            ..Gauges::default()
+        };
+        for (_, slot) in self.conns.iter() {
+            match slot.conn.state() {
+                State::Handshake => g.handshake += 1,
+                State::Open => g.open += 1,
+                State::Closing => g.closing += 1,
+                State::Http => g.http += 1,
+            }
+        }
+        self.metrics.render(&g)
     }
 }
