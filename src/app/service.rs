@@ -2,6 +2,7 @@
 //! (PROTOCOL section 2: plain routes, refusals, upgrades to chat or echo)
 //! and hands WebSocket traffic to the application the connection chose.
 
+use super::chat::cluster::ChatCluster;
 use super::chat::{Chat, ChatPeer, Room};
 use super::routes::{self, Health, Routes};
 use super::{Answer, ConnId, Connections, Refusal, Response, Service, echo};
@@ -26,6 +27,9 @@ pub struct Wschat {
     routes: Routes,
     echo: bool,
     allowed_origins: Vec<String>,
+    /// With `--redis`: the link to the other nodes (section 12).
+    cluster: Option<ChatCluster>,
+    shutdown_timeout: std::time::Duration,
 }
 
 impl Wschat {
@@ -39,14 +43,41 @@ impl Wschat {
             ),
             echo: config.echo,
             allowed_origins: config.allowed_origins.clone(),
+            cluster: None,
+            shutdown_timeout: config.shutdown_timeout,
         }
+    }
+
+    /// With `--redis`, joins the cluster; the link wakes the loop through
+    /// `waker` when Redis has news.
+    pub fn start_cluster(&mut self, config: &Config, waker: std::sync::Arc<mio::Waker>) {
+        if let Some(url) = &config.redis {
+            self.cluster = Some(ChatCluster::start(
+                &mut self.chat,
+                url,
+                &config.cluster_name,
+                config.node_timeout,
+                config.history,
+                waker,
+            ));
+        }
+    }
+
+    /// False while a cluster node cannot reach Redis: `/api/...` requests
+    /// past the admin checks 1-7 must then get 503 (section 11, check 8).
+    pub fn is_available(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.is_available())
     }
 
     fn gauges(&self) -> AppGauges {
         AppGauges {
             users_named: self.chat.named_count(),
             rate_limited_total: self.chat.rate_limited_total,
-            extra: String::new(),
+            extra: self
+                .cluster
+                .as_ref()
+                .map(|c| c.metrics_text())
+                .unwrap_or_default(),
         }
     }
 }
@@ -64,7 +95,11 @@ impl Service for Wschat {
         match handshake::decide(request, &self.allowed_origins) {
             Decision::Plain { head_only } => {
                 let gauges = self.gauges();
-                Answer::Respond(self.routes.serve(request.path, head_only, Health::Ok, || {
+                let health = match self.is_available() {
+                    true => Health::Ok,
+                    false => Health::RedisUnavailable,
+                };
+                Answer::Respond(self.routes.serve(request.path, head_only, health, || {
                     conns.render_metrics(&gauges)
                 }))
             }
@@ -74,6 +109,15 @@ impl Service for Wschat {
                 Refusal {
                     metric: rejection.metric_reason(),
                     why: rejection_text(rejection),
+                },
+            )),
+            // Section 12.6: no new WebSocket while the cluster is away.
+            Decision::Upgrade { .. } if !self.is_available() => Answer::Respond(routes::refuse(
+                503,
+                &[],
+                Refusal {
+                    metric: "unavailable",
+                    why: "redis unavailable",
                 },
             )),
             Decision::Upgrade {
@@ -134,7 +178,12 @@ impl Service for Wschat {
                     return;
                 }
                 let now = conns.now();
-                self.chat.on_message(&mut ChatRoom(conns), id, payload, now);
+                match &mut self.cluster {
+                    Some(cluster) => {
+                        cluster.on_message(&mut self.chat, &mut ChatRoom(conns), id, payload, now)
+                    }
+                    None => self.chat.on_message(&mut ChatRoom(conns), id, payload, now),
+                }
             }
             Some(Peer::Echo) => {
                 conns.metrics().messages_received[AppLabel::Echo as usize] += 1;
@@ -146,7 +195,30 @@ impl Service for Wschat {
 
     fn on_leave(&mut self, _id: ConnId, peer: Peer, conns: &mut impl Connections<Peer>) {
         if let Peer::Chat(peer) = peer {
-            self.chat.on_leave(&mut ChatRoom(conns), peer);
+            match &mut self.cluster {
+                Some(cluster) => cluster.on_leave(&mut self.chat, &mut ChatRoom(conns), peer),
+                None => self.chat.on_leave(&mut ChatRoom(conns), peer),
+            }
+        }
+    }
+
+    fn on_wake(&mut self, conns: &mut impl Connections<Peer>) {
+        if let Some(cluster) = &mut self.cluster {
+            let now = conns.now();
+            cluster.poll(&mut self.chat, &mut ChatRoom(conns), now);
+        }
+    }
+
+    fn on_tick(&mut self, conns: &mut impl Connections<Peer>) {
+        self.on_wake(conns);
+    }
+
+    /// Section 12 item 5: the leaves proposed while closing reach Redis
+    /// before the process exits, within a second more than the close wait.
+    fn on_stop(&mut self, conns: &mut impl Connections<Peer>) {
+        if let Some(cluster) = &mut self.cluster {
+            let bound = self.shutdown_timeout + std::time::Duration::from_secs(1);
+            cluster.stop(&mut self.chat, &mut ChatRoom(conns), bound);
         }
     }
 }

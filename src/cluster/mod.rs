@@ -108,6 +108,22 @@ pub enum Notice {
     Disconnected,
     /// Nodes alive (with a lease), this one included; sent when it changes.
     NodesAlive(usize),
+    /// A node registered a name again after it reconnected (its lease may
+    /// have lapsed meanwhile, so the others may have delivered a leave):
+    /// the name is held by `node`/`conn` from this point of the order.
+    Registered { holder: Holder },
+}
+
+/// A name and who holds it, from the names hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub name: String,
+    /// Six upper-case hex digits.
+    pub color: String,
+    /// The holding node's id (16 hex digits, see [`ClusterLink::node_id`]).
+    pub node: String,
+    /// The connection's serial number on that node (as in [`Claim`]).
+    pub conn: u64,
 }
 
 /// A named user of the cluster, from the replica of the names hash.
@@ -211,6 +227,13 @@ impl ClusterLink {
         users
     }
 
+    /// Every name of the cluster with its holder, like [`ClusterLink::users`]
+    /// (the loop seeds its own index from it on the first `Connected`).
+    pub fn holders(&self) -> Vec<Holder> {
+        let replica = lock(&self.shared.replica);
+        replica.users.values().map(NameEntry::holder).collect()
+    }
+
     /// The shared history, oldest first, at most `history_len` entries.
     pub fn history(&self) -> Vec<HistoryEntry> {
         lock(&self.shared.replica).history.iter().cloned().collect()
@@ -301,6 +324,15 @@ struct NameEntry {
 }
 
 impl NameEntry {
+    fn holder(&self) -> Holder {
+        Holder {
+            name: self.user.name.clone(),
+            color: self.user.color.clone(),
+            node: self.node.clone(),
+            conn: self.conn,
+        }
+    }
+
     /// Parses `NODE:CONN|COLOR|Display name`.
     fn parse(value: &str) -> Option<NameEntry> {
         let (owner, rest) = value.split_once('|')?;

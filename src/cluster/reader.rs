@@ -239,6 +239,9 @@ impl Reader {
                 }
                 "reg" => {
                     if let Some(entry) = NameEntry::parse(cv) {
+                        notices.push(Notice::Registered {
+                            holder: entry.holder(),
+                        });
                         replica.users.insert(ck.to_string(), entry);
                     }
                 }

@@ -16,6 +16,7 @@
 //! Outgoing messages are serialised and framed once ([`wire::Wire`]) and
 //! the same bytes go to every recipient.
 
+pub mod cluster;
 pub mod event;
 mod request;
 mod wire;
@@ -111,6 +112,13 @@ pub struct Chat {
     pub rate_limited_total: u64,
 }
 
+impl ChatPeer {
+    /// The connection's uid ([`Origin::conn`]).
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+}
+
 impl Chat {
     pub fn new(max_chat_chars: usize, rate: u32) -> Chat {
         Chat {
@@ -146,6 +154,28 @@ impl Chat {
     /// How many users hold a name (cluster-wide in a cluster).
     pub fn named_count(&self) -> usize {
         self.names.len()
+    }
+
+    /// Who holds `key` (a lower-cased name), as the index says.
+    pub fn holder(&self, key: &str) -> Option<(Origin, &str, Color)> {
+        self.names.get(key).map(|h| (h.by, &*h.name, h.color))
+    }
+
+    /// Replaces the whole index (a cluster node seeding it from Redis when
+    /// it first connects); nobody is told.
+    pub fn reset_names(&mut self, holders: impl IntoIterator<Item = (String, Color, Origin)>) {
+        self.names = holders
+            .into_iter()
+            .map(|(name, color, by)| {
+                let holder = Holder {
+                    name: name.as_str().into(),
+                    color,
+                    by,
+                };
+                (name.to_lowercase(), holder)
+            })
+            .collect();
+        self.users_valid = false;
     }
 
     /// Every named user with colour (for `GET /api/users`).
