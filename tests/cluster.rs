@@ -75,9 +75,10 @@ fn next_event(c: &mut Client) -> Value {
 fn joined(addr: SocketAddr, name: &str, color: &str) -> Client {
     let (mut c, _) = Client::chat_at(addr, "/");
     c.send(json!({"type": "join", "name": name, "color": color}));
-    let event = next_event(&mut c);
+    // Others' joins may come first.
+    let seen = until(&mut c, |m| m["name"] == name || m["type"] == "error");
     assert_fields(
-        &event,
+        seen.last().unwrap(),
         &json!({"type": "system", "event": "join", "name": name, "color": color}),
     );
     c
@@ -95,6 +96,11 @@ fn until(c: &mut Client, want: impl Fn(&Value) -> bool) -> Vec<Value> {
             return seen;
         }
     }
+}
+
+/// Reads whatever arrives until the connection is quiet.
+fn drain(c: &mut Client) {
+    while let Got::Msg(_) = c.next_within(QUIET) {}
 }
 
 fn is_event(m: &Value, event: &str, name: &str) -> bool {
@@ -214,4 +220,404 @@ fn two_nodes_serve_one_chat() {
     assert!(m.get("wschat_cluster_events_received_total") >= 8.0);
     assert_eq!(m.get("wschat_cluster_reconnects_total"), 0.0);
     assert_eq!(m.get("wschat_users_named"), 3.0, "{}", m.text);
+}
+
+/// Section 5 in a cluster: a client that does not wait for answers still
+/// has its messages handled in order, each against the state the earlier
+/// ones left (a join then a line without a name), and an error never
+/// overtakes its own earlier line on its way through Redis.
+#[test]
+fn one_clients_pipelined_messages_keep_their_order_and_meaning() {
+    let redis = Redis::start();
+    let a = node(&redis, "pipe");
+    let b = node(&redis, "pipe");
+    let mut watcher = Client::chat(b.addr);
+    let mut c = Client::chat(a.addr);
+    c.send(json!({"type": "join", "name": "pip", "color": "123456"}));
+    c.send(json!({"message": "no name needed"}));
+    c.send_text("not json");
+    for k in 0..20 {
+        // The classic clients send their name with every line.
+        c.send(json!({"name": "pip", "message": format!("line {k}"), "color": "123456"}));
+    }
+    c.send(json!({"type": "join", "name": ""}));
+    let mut expected = vec![
+        json!({"type": "system", "event": "join", "name": "pip"}),
+        json!({"type": "usermsg", "message": "no name needed"}),
+        json!({"type": "error", "code": "bad_json"}),
+    ];
+    for k in 0..20 {
+        expected.push(json!({"type": "usermsg", "message": format!("line {k}")}));
+    }
+    expected.push(json!({"type": "error", "code": "invalid_name"}));
+    for want in &expected {
+        assert_fields(&c.recv(), want);
+        if want["type"] != "error" {
+            assert_fields(&watcher.recv(), want);
+        }
+    }
+    c.expect_quiet();
+    watcher.expect_quiet();
+}
+
+/// Section 12 item 2: two nodes claim one name at the same moment, over
+/// and over; exactly one claim wins, the other gets `name_taken`, and
+/// nothing of the losing message is delivered anywhere.
+#[test]
+fn concurrent_claims_of_one_name_have_exactly_one_winner() {
+    const ROUNDS: usize = 100;
+    let redis = Redis::start();
+    let a = node(&redis, "race");
+    let b = node(&redis, "race");
+    let mut one = Client::chat(a.addr);
+    let mut two = Client::chat(b.addr);
+    let mut watch_a = Client::chat(a.addr);
+    let mut watch_b = Client::chat(b.addr);
+    let mut wins = [0usize; 2];
+    for round in 0..ROUNDS {
+        let name = format!("race{round}");
+        let texts = [format!("one {round}"), format!("two {round}")];
+        one.send(json!({"name": name, "message": texts[0]}));
+        two.send(json!({"name": name, "message": texts[1]}));
+        let mut won = Vec::new();
+        for (i, c) in [&mut one, &mut two].into_iter().enumerate() {
+            let (mut line, mut error) = (None, false);
+            while line.is_none() || (line.as_deref() != Some(texts[i].as_str()) && !error) {
+                let m = c.recv();
+                match m["type"].as_str() {
+                    Some("usermsg") => {
+                        assert_eq!(m["name"], name.as_str(), "round {round}: {m}");
+                        assert!(line.is_none(), "round {round}: a second line {m}");
+                        line = m["message"].as_str().map(str::to_string);
+                    }
+                    Some("error") => {
+                        assert_eq!(m["code"], "name_taken", "round {round}: {m}");
+                        assert!(!error, "round {round}: two errors");
+                        error = true;
+                    }
+                    Some("system") => assert_eq!(m["name"], name.as_str(), "round {round}: {m}"),
+                    _ => panic!("round {round}: unexpected {m}"),
+                }
+            }
+            if line.as_deref() == Some(texts[i].as_str()) {
+                assert!(!error, "round {round}: the winner got name_taken");
+                won.push(i);
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: winners {won:?}");
+        wins[won[0]] += 1;
+        for w in [&mut watch_a, &mut watch_b] {
+            let seen = until(w, |m| m["type"] == "usermsg");
+            assert_eq!(seen.len(), 2, "round {round}: {seen:?}");
+            assert!(
+                seen[0]["event"] == "join" || seen[0]["event"] == "rename",
+                "{seen:?}"
+            );
+            assert_eq!(seen[0]["name"], name.as_str());
+            assert_eq!(seen[1]["name"], name.as_str());
+            assert_eq!(seen[1]["message"], texts[won[0]].as_str());
+        }
+    }
+    // Nothing of any losing message is still on its way.
+    for c in [&mut one, &mut two, &mut watch_a, &mut watch_b] {
+        c.barrier();
+    }
+    eprintln!(
+        "{ROUNDS} rounds: node A won {}, node B won {}",
+        wins[0], wins[1]
+    );
+}
+
+/// Section 12 item 3: three senders on three nodes, a receiver on every
+/// node: everyone sees the same sequence, and each sender's lines in the
+/// order sent.
+#[test]
+fn three_nodes_see_one_order() {
+    const LINES: usize = 40;
+    let redis = Redis::start();
+    let nodes: Vec<BinServer> = (0..3).map(|_| node(&redis, "order")).collect();
+    let mut receivers: Vec<Client> = nodes.iter().map(|n| Client::chat(n.addr)).collect();
+    let senders: Vec<Client> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| joined(n.addr, &format!("s{i}"), "00AA00"))
+        .collect();
+    // Every receiver saw the three joins, in one order.
+    let joins: Vec<Vec<Value>> = receivers
+        .iter_mut()
+        .map(|r| (0..3).map(|_| r.recv()).collect())
+        .collect();
+    assert!(joins.iter().all(|j| *j == joins[0]), "{joins:?}");
+    let threads: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            std::thread::spawn(move || {
+                for k in 0..LINES {
+                    s.send(json!({"message": format!("{i}:{k}")}));
+                }
+                s
+            })
+        })
+        .collect();
+    let mut senders: Vec<Client> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut sequences = Vec::new();
+    for c in receivers.iter_mut().chain(senders.iter_mut()) {
+        let mut lines = Vec::new();
+        while lines.len() < 3 * LINES {
+            let m = c.recv();
+            if m["type"] == "usermsg" {
+                lines.push(m["message"].as_str().unwrap().to_string());
+            }
+        }
+        sequences.push(lines);
+    }
+    for s in &sequences {
+        assert_eq!(s, &sequences[0], "two connections saw different orders");
+    }
+    for i in 0..3 {
+        let mine: Vec<&String> = sequences[0]
+            .iter()
+            .filter(|l| l.starts_with(&format!("{i}:")))
+            .collect();
+        let sent: Vec<String> = (0..LINES).map(|k| format!("{i}:{k}")).collect();
+        assert_eq!(
+            mine,
+            sent.iter().collect::<Vec<_>>(),
+            "sender {i} reordered"
+        );
+    }
+    // Leaving from the third node reaches the first two.
+    drop(senders.pop());
+    for r in receivers.iter_mut() {
+        let leave = until(r, |m| m["type"] == "system");
+        assert!(is_event(leave.last().unwrap(), "leave", "s2"), "{leave:?}");
+    }
+}
+
+/// Section 12 item 5: SIGTERM publishes the node's leaves before it exits;
+/// SIGKILL has its names freed, with leaves, within --node-timeout.
+#[test]
+fn a_stopped_node_says_goodbye_and_a_dead_one_is_reaped() {
+    let redis = Redis::start();
+    let a = node(&redis, "stop");
+    let mut b = node(&redis, "stop");
+    let mut c = node(&redis, "stop");
+    let mut alice = joined(a.addr, "alice", "AA0000");
+    let mut bob = joined(b.addr, "bob", "BB0000");
+    let mut carol = joined(b.addr, "carol", "CC0000");
+    let _dave = joined(c.addr, "dave", "DD0000");
+    drain(&mut alice);
+    assert_eq!(
+        user_names(&alice.barrier()),
+        ["alice", "bob", "carol", "dave"]
+    );
+
+    b.sigterm();
+    assert_eq!(bob.expect_close(), Some(1001));
+    assert_eq!(carol.expect_close(), Some(1001));
+    let status = b.wait_exit(Duration::from_secs(4)).expect("node b exits");
+    assert!(status.success(), "{status:?}");
+    // Published before the exit: already on its way to alice.
+    let mut left: Vec<String> = (0..2)
+        .map(|_| {
+            let m = alice.recv();
+            assert_eq!(m["event"], "leave", "{m}");
+            m["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, ["bob", "carol"]);
+
+    let killed = Instant::now();
+    c.child.kill().expect("SIGKILL node c");
+    let _ = c.child.wait();
+    let deadline = Duration::from_secs(NODE_TIMEOUT + 1);
+    match alice.next_within(deadline) {
+        Got::Msg(Message::Text(t)) => {
+            let m: Value = serde_json::from_str(t.as_str()).unwrap();
+            assert_fields(&m, &json!({"event": "leave", "name": "dave"}));
+        }
+        other => panic!("no leave for dave within {deadline:?}: {other:?}"),
+    }
+    eprintln!("dead node reaped after {:?}", killed.elapsed());
+    assert_eq!(user_names(&alice.barrier()), ["alice"]);
+    // Its name is free again.
+    let mut dave = Client::chat(a.addr);
+    dave.join("dave");
+}
+
+/// Section 12 item 6: Redis goes away and comes back empty.
+#[test]
+fn losing_redis_keeps_connections_and_recovers_when_it_returns_empty() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "lost");
+    let b = node(&redis, "lost");
+    let mut alice = joined(a.addr, "alice", "AA0000");
+    let carol = joined(a.addr, "carol", "CC0000");
+    let mut bob = joined(b.addr, "bob", "BB0000");
+    drain(&mut alice);
+    assert_eq!(user_names(&bob.barrier()), ["alice", "bob", "carol"]);
+
+    redis.kill();
+    let start = Instant::now();
+    while health(a.addr).0 != 503 {
+        assert!(start.elapsed() < Duration::from_secs(3), "a still healthy");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(health(a.addr), (503, "redis unavailable\n".to_string()));
+    // Handshakes are refused; plain HTTP is served.
+    let mut raw = Raw::connect(a.addr);
+    raw.send(upgrade_request("/", &new_key(), &[]).as_bytes());
+    assert_eq!(raw.read_head().status, 503);
+    assert_eq!(raw::get(a.addr, "/").status, 200);
+    let m = scrape(a.addr);
+    assert_eq!(m.get("wschat_cluster_connected"), 0.0);
+    // Every well-formed request gets `unavailable`; malformed ones as usual.
+    alice.send(json!({"message": "anyone?"}));
+    alice.expect_error("unavailable");
+    alice.send(json!({"type": "users"}));
+    alice.expect_error("unavailable");
+    alice.send_text("{");
+    alice.expect_error("bad_json");
+    // Carol leaves meanwhile: her name stays reserved until her leave is
+    // published.
+    drop(carol);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(health(b.addr).0, 503);
+
+    redis.spawn();
+    let back = Instant::now();
+    let took = [a.addr, b.addr].map(|n| wait_healthy(n, Duration::from_secs(5)));
+    eprintln!("recovered in {took:?}");
+    assert!(
+        back.elapsed() <= Duration::from_secs(2),
+        "recovery took {:?}",
+        back.elapsed()
+    );
+    // The held-back leave is published, to both nodes' users.
+    for c in [&mut bob, &mut alice] {
+        let seen = until(c, |m| m["type"] == "system");
+        assert!(is_event(seen.last().unwrap(), "leave", "carol"), "{seen:?}");
+    }
+    // Names were registered again: alice's is taken on the other node.
+    let mut thief = Client::chat(b.addr);
+    thief.send(json!({"type": "join", "name": "Alice"}));
+    thief.expect_error("name_taken");
+    assert_eq!(user_names(&thief.barrier()), ["alice", "bob"]);
+    // And chat flows again, no connection was closed.
+    alice.send(json!({"message": "back"}));
+    assert_fields(&bob.recv(), &json!({"name": "alice", "message": "back"}));
+    assert_fields(&alice.recv(), &json!({"name": "alice", "message": "back"}));
+    assert!(scrape(a.addr).get("wschat_cluster_reconnects_total") >= 1.0);
+}
+
+/// Sockets the process `pid` has open.
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// `--reuse-port`: two nodes bind one port; the kernel spreads the
+/// connections and they chat as one.
+#[test]
+fn reuse_port_lets_two_nodes_share_one_port() {
+    let redis = Redis::start();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let a = node_on(&redis, "port", port, &["--reuse-port"]);
+    let b = node_on(&redis, "port", port, &["--reuse-port"]);
+    assert_eq!(a.addr, b.addr);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = [sockets_of(a.pid()), sockets_of(b.pid())];
+    let mut clients: Vec<Client> = (0..16)
+        .map(|i| joined(a.addr, &format!("u{i}"), "010203"))
+        .collect();
+    let after = [sockets_of(a.pid()), sockets_of(b.pid())];
+    let got = [after[0] - before[0], after[1] - before[1]];
+    assert!(got[0] > 0 && got[1] > 0, "connections per node: {got:?}");
+    clients[0].send(json!({"message": "all of you"}));
+    for c in clients.iter_mut() {
+        let seen = until(c, |m| m["type"] == "usermsg");
+        assert_fields(
+            seen.last().unwrap(),
+            &json!({"name": "u0", "message": "all of you"}),
+        );
+    }
+    assert_eq!(user_names(&clients[15].barrier()).len(), 16);
+}
+
+/// A hostile client flooding node A with garbage does not slow the users
+/// of node B: garbage never reaches Redis.
+#[test]
+fn a_flood_on_one_node_does_not_slow_another() {
+    use std::io::{Read, Write};
+    let redis = Redis::start();
+    let a = node(&redis, "flood");
+    let b = node(&redis, "flood");
+    let mut alice = joined(b.addr, "alice", "AA0000");
+    let mut bob = joined(b.addr, "bob", "BB0000");
+    assert!(is_event(&alice.recv(), "join", "bob"));
+
+    let round_trips = |alice: &mut Client, bob: &mut Client| {
+        let mut times: Vec<Duration> = (0..30)
+            .map(|k| {
+                let t = Instant::now();
+                alice.send(json!({"message": format!("ping {k}")}));
+                until(bob, |m| m["message"] == format!("ping {k}").as_str());
+                until(alice, |m| m["message"] == format!("ping {k}").as_str());
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        times
+    };
+    let calm = round_trips(&mut alice, &mut bob);
+
+    let flooder = raw::ws(a.addr, "/");
+    let mut reader = flooder.stream.try_clone().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        let mut stream = flooder.stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut burst = Vec::new();
+            for _ in 0..256 {
+                burst.extend(raw::frame(true, 1, b"}{ garbage ]["));
+            }
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if stream.write_all(&burst).is_err() {
+                    break;
+                }
+                sent += 256;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let stormy = round_trips(&mut alice, &mut bob);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    let _ = flooder.stream.shutdown(std::net::Shutdown::Both);
+    let _ = drain.join();
+    let received = scrape(a.addr).get("wschat_messages_received_total{app=\"chat\"}");
+    eprintln!(
+        "median round trip on B: calm {:?}, during the flood {:?} (max {:?}); {sent} garbage frames sent, A received {received}",
+        calm[15], stormy[15], stormy[29]
+    );
+    assert!(received > 10_000.0, "the flood did not happen: {received}");
+    assert!(
+        stormy[15] < Duration::from_millis(100) && stormy[29] < Duration::from_secs(1),
+        "B slowed down: {stormy:?}"
+    );
 }

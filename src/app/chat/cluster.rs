@@ -245,10 +245,7 @@ impl ChatCluster {
     /// Works off the link's notices (after the waker fired, and on every
     /// tick in case a wake was merged with another).
     pub fn poll(&mut self, chat: &mut Chat, room: &mut impl Room, now: Instant) {
-        loop {
-            let Some(notice) = self.link.as_ref().and_then(|l| l.poll()) else {
-                break;
-            };
+        while let Some(notice) = self.link.as_ref().and_then(|l| l.poll()) {
             match notice {
                 Notice::Event { id, json, ticket } => {
                     match serde_json::from_str::<Vec<ChatEvent>>(&json) {
