@@ -63,6 +63,15 @@ impl Wschat {
         }
     }
 
+    /// Sends events the chat queued outside a client message or leave (an
+    /// admin publish or kick, the console) to the cluster at once rather
+    /// than at the next tick.
+    pub fn flush_cluster(&mut self) {
+        if let Some(cluster) = &mut self.cluster {
+            cluster.flush(&mut self.chat, None);
+        }
+    }
+
     /// False while a cluster node cannot reach Redis: `/api/...` requests
     /// past the admin checks 1-7 must then get 503 (section 11, check 8).
     pub fn is_available(&self) -> bool {
