@@ -621,3 +621,67 @@ fn a_flood_on_one_node_does_not_slow_another() {
         "B slowed down: {stormy:?}"
     );
 }
+
+/// Sends `signal` (e.g. "STOP") to a process by PID.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Section 12, after Redis restarted empty: a claim that reaches the new
+/// Redis before the holder's node registered its names again wins; the old
+/// holder gets `name_taken`, its `leave` goes out, and it stays connected,
+/// unnamed. (Node A is frozen with SIGSTOP to hold its re-registration
+/// back; node C starts after the restart, so it never knew the old name.)
+#[test]
+fn after_an_empty_restart_the_first_registration_keeps_the_name() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "again");
+    let b = node(&redis, "again");
+    let mut alice = joined(a.addr, "alice", "AA0000");
+    let mut bob = joined(b.addr, "bob", "BB0000");
+    drain(&mut alice);
+
+    signal(a.pid(), "STOP");
+    redis.kill();
+    let start = Instant::now();
+    while health(b.addr).0 != 503 {
+        assert!(start.elapsed() < Duration::from_secs(3), "b still healthy");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    redis.spawn();
+    wait_healthy(b.addr, Duration::from_secs(3));
+    let c = node(&redis, "again");
+    let (mut thief, users) = Client::chat_at(c.addr, "/");
+    assert_eq!(user_names(&users), ["bob"], "only registered names");
+    thief.send(json!({"type": "join", "name": "Alice", "color": "00CC00"}));
+    assert!(is_event(&next_event(&mut thief), "join", "Alice"));
+    // Bob's node still listed the old alice: her leave comes first.
+    assert!(is_event(&bob.recv(), "leave", "alice"));
+    assert!(is_event(&bob.recv(), "join", "Alice"));
+
+    signal(a.pid(), "CONT");
+    wait_healthy(a.addr, Duration::from_secs(3));
+    let (mut error, mut leave, mut join) = (false, false, false);
+    while !(error && leave && join) {
+        let m = alice.recv();
+        error |= m["type"] == "error" && m["code"] == "name_taken";
+        leave |= is_event(&m, "leave", "alice");
+        join |= is_event(&m, "join", "Alice");
+    }
+    // Still connected, without a name.
+    alice.send(json!({"message": "am I here?"}));
+    alice.expect_error("not_joined");
+    let users = alice.barrier();
+    assert_eq!(user_names(&users), ["Alice", "bob"]);
+    assert_eq!(user_color(&users, "Alice"), "00CC00");
+    thief.send(json!({"message": "mine now"}));
+    assert_fields(
+        &alice.recv(),
+        &json!({"name": "Alice", "message": "mine now"}),
+    );
+}

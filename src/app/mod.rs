@@ -134,6 +134,6 @@ pub trait Service {
     fn on_tick(&mut self, _conns: &mut impl Connections<Self::Peer>) {}
 
     /// `run` is about to return after a graceful shutdown: last words to
-    /// other processes (a cluster node's leaves), bounded in time.
-    fn on_stop(&mut self, _conns: &mut impl Connections<Self::Peer>) {}
+    /// other processes (a cluster node's leaves), done by `until`.
+    fn on_stop(&mut self, _conns: &mut impl Connections<Self::Peer>, _until: Instant) {}
 }

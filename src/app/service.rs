@@ -29,7 +29,6 @@ pub struct Wschat {
     allowed_origins: Vec<String>,
     /// With `--redis`: the link to the other nodes (section 12).
     cluster: Option<ChatCluster>,
-    shutdown_timeout: std::time::Duration,
 }
 
 impl Wschat {
@@ -44,7 +43,6 @@ impl Wschat {
             echo: config.echo,
             allowed_origins: config.allowed_origins.clone(),
             cluster: None,
-            shutdown_timeout: config.shutdown_timeout,
         }
     }
 
@@ -223,10 +221,11 @@ impl Service for Wschat {
     }
 
     /// Section 12 item 5: the leaves proposed while closing reach Redis
-    /// before the process exits, within a second more than the close wait.
-    fn on_stop(&mut self, conns: &mut impl Connections<Peer>) {
+    /// before the process exits (they went to the link when the loop began
+    /// the shutdown; this waits for them, until `until`).
+    fn on_stop(&mut self, conns: &mut impl Connections<Peer>, until: std::time::Instant) {
         if let Some(cluster) = &mut self.cluster {
-            let bound = self.shutdown_timeout + std::time::Duration::from_secs(1);
+            let bound = until.saturating_duration_since(std::time::Instant::now());
             cluster.stop(&mut self.chat, &mut ChatRoom(conns), bound);
         }
     }

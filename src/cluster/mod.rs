@@ -191,7 +191,7 @@ impl ClusterLink {
         }
         let (tx, rx) = mpsc::channel();
         if let Ok(client) = client {
-            let r = reader::Reader::new(shared.clone(), client.clone());
+            let r = reader::Reader::new(shared.clone(), client.clone(), tx.clone());
             spawn("wschat-cluster-reader", move || r.run());
             let w = writer::Writer::new(shared.clone(), client, rx);
             spawn("wschat-cluster-writer", move || w.run());

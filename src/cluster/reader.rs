@@ -30,15 +30,22 @@ pub(super) struct Reader {
     /// Epoch of the stream `last_id` belongs to.
     epoch: Option<String>,
     last_id: String,
+    /// To the writer: check your connection too.
+    writer: std::sync::mpsc::Sender<super::writer::Command>,
 }
 
 impl Reader {
-    pub(super) fn new(shared: Arc<Shared>, client: redis::Client) -> Reader {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        client: redis::Client,
+        writer: std::sync::mpsc::Sender<super::writer::Command>,
+    ) -> Reader {
         Reader {
             shared,
             client,
             epoch: None,
             last_id: "0-0".to_string(),
+            writer,
         }
     }
 
@@ -49,6 +56,9 @@ impl Reader {
                 Ok(()) => break,
                 Err(e) => {
                     self.shared.set_health(None, Some(false));
+                    // The writer's idle connection may be just as dead but
+                    // would only find out at its next heartbeat.
+                    let _ = self.writer.send(super::writer::Command::Check);
                     log::debug!("cluster reader: {e}");
                     std::thread::sleep(backoff(attempt));
                     attempt = attempt.saturating_add(1);
@@ -94,6 +104,7 @@ impl Reader {
                 checked = Instant::now();
                 let epoch: Option<String> = redis::cmd("GET").arg(&keys.epoch).query(&mut con)?;
                 if epoch != self.epoch {
+                    let _ = self.writer.send(super::writer::Command::Check);
                     self.sync(&mut con)?;
                 } else if let Some(sid) = foreign {
                     // An entry of an epoch that is not the current one:

@@ -23,6 +23,10 @@ const RECLAIM_CHUNK: usize = 500;
 
 pub(super) enum Command {
     Propose(Proposal),
+    /// The reader lost Redis (or saw it lose its data): check the writer's
+    /// own connection now rather than at the next heartbeat, so the node is
+    /// not reported connected before its names are registered again.
+    Check,
     Shutdown {
         leaves: Vec<Proposal>,
         deadline: Instant,
@@ -173,6 +177,7 @@ impl Writer {
     fn take(&mut self, c: Command) {
         match c {
             Command::Propose(p) => self.enqueue(p),
+            Command::Check => self.next_tick = Instant::now(),
             Command::Shutdown {
                 leaves,
                 deadline,

@@ -382,7 +382,10 @@ impl<S: Service> Server<S> {
                     "shutdown complete ({} connection(s) did not answer in time)",
                     self.conns.len()
                 );
-                self.with_service(|service, room| service.on_stop(room));
+                // One second past the close wait, so SIGTERM to exit stays
+                // within --shutdown-timeout + 1 s.
+                let until = deadline.max(self.now) + Duration::from_secs(1);
+                self.with_service(|service, room| service.on_stop(room, until));
                 return Ok(());
             }
         }
