@@ -20,6 +20,9 @@
 //!   [`app::routes`] (the page, `/healthz`, `/metrics`), [`app::chat`] (the
 //!   JSON chat of PROTOCOL sections 3-5: requests become [`app::chat::ChatEvent`]s,
 //!   applied in one order) and [`app::echo`] (section 6).
+//! - [`cluster`]: with `--redis`, the bridge threads between the loop and
+//!   the Redis that orders every node's chat events (PROTOCOL section 12);
+//!   [`app::chat::cluster`] is the chat's side of it.
 //! - [`config`]: the command line and `WSCHAT_*` variables; [`metrics`]: the
 //!   counters behind `/metrics`.
 
