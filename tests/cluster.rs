@@ -685,3 +685,59 @@ fn after_an_empty_restart_the_first_registration_keeps_the_name() {
         &json!({"name": "Alice", "message": "mine now"}),
     );
 }
+
+/// A node that dies while Redis is away, and Redis comes back empty: no
+/// lease of it is left to lapse, so the survivors give its names up a node
+/// timeout after they are back, with leaves.
+#[test]
+fn a_node_that_died_while_redis_was_away_is_given_up() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "ghost");
+    let b = node(&redis, "ghost");
+    let mut c = node(&redis, "ghost");
+    let mut alice = joined(a.addr, "alice", "AA0000");
+    let mut bob = joined(b.addr, "bob", "BB0000");
+    let _dave = joined(c.addr, "dave", "DD0000");
+    drain(&mut alice);
+    drain(&mut bob);
+
+    redis.kill();
+    c.child.kill().expect("SIGKILL node c");
+    let _ = c.child.wait();
+    for n in [a.addr, b.addr] {
+        let start = Instant::now();
+        while health(n).0 != 503 {
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "{n} still healthy"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    redis.spawn();
+    let back = Instant::now();
+    for n in [a.addr, b.addr] {
+        wait_healthy(n, Duration::from_secs(3));
+    }
+    for user in [&mut alice, &mut bob] {
+        let deadline = Duration::from_secs(NODE_TIMEOUT + 3);
+        let leave = loop {
+            match user.next_within(deadline.saturating_sub(back.elapsed())) {
+                Got::Msg(Message::Text(t)) => {
+                    let m: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if m["type"] == "system" {
+                        break m;
+                    }
+                }
+                other => panic!("no leave for dave: {other:?}"),
+            }
+        };
+        assert!(is_event(&leave, "leave", "dave"), "{leave}");
+    }
+    eprintln!("dave given up {:?} after Redis came back", back.elapsed());
+    assert_eq!(user_names(&alice.barrier()), ["alice", "bob"]);
+    assert_eq!(user_names(&bob.barrier()), ["alice", "bob"]);
+    // Exactly one leave each.
+    alice.expect_quiet();
+    bob.expect_quiet();
+}

@@ -112,6 +112,10 @@ pub enum Notice {
     /// have lapsed meanwhile, so the others may have delivered a leave):
     /// the name is held by `node`/`conn` from this point of the order.
     Registered { holder: Holder },
+    /// Redis lost its data and the stream starts again: the events of the
+    /// new stream follow. Nodes that registered nothing in it for a node
+    /// timeout are dead (their old leases died with the data).
+    NewEpoch,
 }
 
 /// A name and who holds it, from the names hash.

@@ -159,6 +159,7 @@ impl Reader {
             self.fill(&mut replica, names, Value::Nil);
             self.last_id = "0-0".to_string();
             log::warn!("cluster: redis lost its data (epoch {epoch}); resyncing");
+            self.shared.notify([Notice::NewEpoch]);
         }
         *lock(&self.shared.replica) = replica;
         self.epoch = Some(epoch);

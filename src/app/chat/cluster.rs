@@ -22,7 +22,7 @@
 use super::{Chat, ChatEvent, ChatPeer, Color, Origin, Proposal, Room};
 use crate::cluster::{self, Claim, ClusterLink, ClusterStats, Notice, Release};
 use crate::engine::close::CloseCode;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,10 @@ pub struct ChatCluster {
     /// The index was seeded from Redis (on the first `Connected`).
     seeded: bool,
     available: bool,
+    node_timeout: Duration,
+    /// After Redis lost its data: when to give up on the nodes that have
+    /// not shown up in the new stream, and those that have.
+    roll_call: Option<(Instant, HashSet<u64>)>,
 }
 
 impl std::fmt::Debug for ChatCluster {
@@ -97,6 +101,8 @@ impl ChatCluster {
             waiting: HashMap::new(),
             seeded: false,
             available: false,
+            node_timeout,
+            roll_call: None,
         }
     }
 
@@ -220,7 +226,7 @@ impl ChatCluster {
         for proposal in chat.take_outbox() {
             let ticket = self.next_ticket;
             self.next_ticket += 1;
-            let (bridged, claimed, by) = bridge(chat, &proposal, ticket);
+            let (bridged, claimed, by) = bridge(chat, &proposal, ticket, self.node);
             let Some(bridged) = bridged else {
                 continue;
             };
@@ -252,6 +258,7 @@ impl ChatCluster {
                         Ok(events) => {
                             for mut event in events {
                                 set_id(&mut event, &id);
+                                self.present(origin(&event).map(|o| o.node));
                                 self.apply(chat, room, event);
                             }
                         }
@@ -274,6 +281,7 @@ impl ChatCluster {
                         node: node_number(&holder.node),
                         conn: holder.conn,
                     };
+                    self.present(Some(by.node));
                     let key = holder.name.to_lowercase();
                     if chat.holder(&key).map(|h| h.0) != Some(by) {
                         let color = Color::parse(&holder.color).unwrap_or(Color(*b"000000"));
@@ -293,9 +301,46 @@ impl ChatCluster {
                     chat.unavailable = true;
                 }
                 Notice::NodesAlive(_) => {}
+                Notice::NewEpoch => {
+                    let mut seen = HashSet::new();
+                    seen.insert(self.node);
+                    self.roll_call = Some((now + self.node_timeout, seen));
+                }
             }
         }
+        self.call_the_roll(chat, room, now);
         self.flush(chat, None);
+    }
+
+    /// Notes a node that showed up in the new stream.
+    fn present(&mut self, node: Option<u64>) {
+        if let (Some((_, seen)), Some(node)) = (&mut self.roll_call, node) {
+            seen.insert(node);
+        }
+    }
+
+    /// A node timeout after Redis came back empty, names of nodes that
+    /// never registered again are given up: their holders died while Redis
+    /// was away, and no lease of theirs is left to lapse. Every node
+    /// proposes the leaves; the first one applied frees the name, the
+    /// others find it gone and deliver nothing.
+    fn call_the_roll(&mut self, chat: &mut Chat, room: &mut impl Room, now: Instant) {
+        let Some((at, seen)) = &self.roll_call else {
+            return;
+        };
+        if now < *at || !self.available {
+            return;
+        }
+        let gone: Vec<(Origin, String)> = chat
+            .holders()
+            .filter(|(by, _)| !seen.contains(&by.node))
+            .map(|(by, name)| (by, name.to_string()))
+            .collect();
+        self.roll_call = None;
+        for (by, name) in gone {
+            log::info!("cluster: {name} was held by a node that did not come back");
+            chat.submit(room, vec![ChatEvent::Leave { by, name }]);
+        }
     }
 
     /// Stops the link: the leaves already proposed and those of connections
@@ -470,6 +515,7 @@ fn bridge(
     chat: &Chat,
     proposal: &Proposal,
     ticket: u64,
+    node: u64,
 ) -> (
     Option<cluster::Proposal>,
     Option<(String, Color)>,
@@ -531,7 +577,9 @@ fn bridge(
             }
             ChatEvent::Leave { by: b, name } => {
                 by = Some(*b);
-                release = Some(Release {
+                // Another node's name (one that did not come back) is not
+                // in Redis: nothing to release.
+                release = (b.node == node).then(|| Release {
                     key: name.to_lowercase(),
                     conn: b.conn,
                 });
@@ -548,6 +596,18 @@ fn bridge(
         release,
     };
     (Some(bridged), claimed, by)
+}
+
+/// The connection of the node that published an event, if that is known
+/// (a leave may be published by another node for a node that is gone).
+fn origin(event: &ChatEvent) -> Option<Origin> {
+    match event {
+        ChatEvent::Join { by, .. }
+        | ChatEvent::Rename { by, .. }
+        | ChatEvent::Recolor { by, .. }
+        | ChatEvent::Message { by, .. } => Some(*by),
+        ChatEvent::Leave { .. } | ChatEvent::Announce { .. } | ChatEvent::Kick { .. } => None,
+    }
 }
 
 /// Gives a broadcast line or announcement the id of its stream entry
@@ -621,7 +681,7 @@ mod tests {
                 color: Color(*b"00FF00"),
             }],
         };
-        let (b, claimed, from) = bridge(&chat, &p, 5);
+        let (b, claimed, from) = bridge(&chat, &p, 5, 9);
         let b = b.unwrap();
         assert_eq!(b.ticket, 5);
         assert_eq!(b.claim.unwrap().key, "bo");
@@ -653,7 +713,7 @@ mod tests {
         let p = Proposal {
             events: vec![join, line],
         };
-        let (b, ..) = bridge(&chat, &p, 1);
+        let (b, ..) = bridge(&chat, &p, 1, 9);
         let b = b.unwrap();
         assert!(b.history);
         assert_eq!(b.claim.unwrap().name, "Al");

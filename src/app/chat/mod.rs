@@ -178,6 +178,11 @@ impl Chat {
         self.users_valid = false;
     }
 
+    /// Every name with its holder.
+    pub fn holders(&self) -> impl Iterator<Item = (Origin, &str)> {
+        self.names.values().map(|h| (h.by, &*h.name))
+    }
+
     /// Every named user with colour (for `GET /api/users`).
     pub fn users(&self) -> impl Iterator<Item = (&str, Color)> {
         self.names.values().map(|h| (&*h.name, h.color))
