@@ -6,6 +6,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
+echo "== packages the tests run (redis-server, nginx, apache2, openssl, systemd, chromium)"
+scripts/install-deps.sh
+
 echo "== cargo test"
 cargo test --all-targets
 

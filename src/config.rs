@@ -4,6 +4,7 @@
 //! A flag wins over its variable; a bad flag, value or variable is a
 //! [`ConfigError`] whose text names it (the binary prints it and exits 2).
 
+use crate::engine::forwarded::{TrustedProxy, parse_trusted_proxy};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,6 +58,9 @@ pub struct Config {
     pub reuse_port: bool,
     /// A node silent this long is presumed dead; its names are freed.
     pub node_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` is believed for the client
+    /// address in log lines.
+    pub trusted_proxies: Vec<TrustedProxy>,
 }
 
 impl Default for Config {
@@ -85,6 +89,7 @@ impl Default for Config {
             cluster_name: "wschat".to_string(),
             reuse_port: false,
             node_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -155,6 +160,9 @@ OPTIONS (each also read from the environment variable shown; a flag wins):
     --cluster-name NAME         prefix of the cluster's Redis keys  [WSCHAT_CLUSTER_NAME, default wschat]
     --reuse-port                share the port with other nodes (SO_REUSEPORT) [WSCHAT_REUSE_PORT=1|0]
     --node-timeout S            a silent node is presumed dead after this [WSCHAT_NODE_TIMEOUT, default 10]
+    --trusted-proxy ADDR[/LEN]  a reverse proxy whose X-Forwarded-For names the client in
+                                log lines; repeatable (e.g. 127.0.0.1, 10.0.0.0/8)
+                                                                    [WSCHAT_TRUSTED_PROXY, comma-separated]
     -h, --help                  print this help
     -V, --version               print the version
 
@@ -191,6 +199,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--redis",
     "--cluster-name",
     "--node-timeout",
+    "--trusted-proxy",
 ];
 
 /// Settings that are switched on by their flag alone.
@@ -220,7 +229,14 @@ where
     for flag in VALUE_FLAGS {
         let var = env_name(flag);
         if let Some(value) = env(&var) {
-            if *flag == "--allowed-origin" {
+            if *flag == "--trusted-proxy" {
+                config.trusted_proxies = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|v| trusted_proxy(v, &var))
+                    .collect::<Result<_, _>>()?;
+            } else if *flag == "--allowed-origin" {
                 config.allowed_origins = value
                     .split(',')
                     .map(str::trim)
@@ -251,6 +267,7 @@ where
     // are an error.
     let mut admin_token_from_env = config.admin_token.is_some();
     let mut origins_from_flags: Vec<String> = Vec::new();
+    let mut proxies_from_flags: Vec<TrustedProxy> = Vec::new();
     let mut port_seen = false;
     let mut args = args.into_iter().map(Into::into);
     while let Some(arg) = args.next() {
@@ -274,6 +291,8 @@ where
                 };
                 if flag == "--allowed-origin" {
                     origins_from_flags.push(value.trim().to_ascii_lowercase());
+                } else if flag == "--trusted-proxy" {
+                    proxies_from_flags.push(trusted_proxy(&value, &flag)?);
                 } else {
                     if flag.starts_with("--admin-token") && admin_token_from_env {
                         config.admin_token = None;
@@ -295,6 +314,9 @@ where
     }
     if !origins_from_flags.is_empty() {
         config.allowed_origins = origins_from_flags;
+    }
+    if !proxies_from_flags.is_empty() {
+        config.trusted_proxies = proxies_from_flags;
     }
     check_combinations(&config)?;
     Ok(Command::Run(Box::new(config)))
@@ -439,6 +461,10 @@ fn apply(config: &mut Config, flag: &str, value: &str, what: &str) -> Result<(),
         _ => return Err(ConfigError(format!("unknown option {flag}"))),
     }
     Ok(())
+}
+
+fn trusted_proxy(value: &str, what: &str) -> Result<TrustedProxy, ConfigError> {
+    parse_trusted_proxy(value).map_err(|why| ConfigError(format!("{what}: {why}")))
 }
 
 fn non_empty_path(value: &str, what: &str) -> Result<PathBuf, ConfigError> {

@@ -24,6 +24,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before binding, like any other bad value: one line, exit 2.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => match wschat::transport::tls::TlsSettings::load(cert, key) {
+            Ok(settings) => Some(settings),
+            Err(e) => {
+                eprintln!("wschat: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Before binding: every connection is a descriptor.
     wschat::server::raise_fd_limit();
@@ -38,6 +50,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(tls) = tls {
+        server.use_tls(tls);
+    }
     if let Err(e) = server.handle_signals() {
         eprintln!("wschat: cannot install signal handlers: {e}");
         return ExitCode::from(1);
@@ -45,15 +60,18 @@ fn main() -> ExitCode {
     let addr = server.local_addr();
     // One machine-readable line on stdout: scripts and tests read the port
     // from it when they asked for port 0.
-    println!("listening on http://{addr}/");
+    println!("listening on {scheme}://{addr}/");
     let _ = std::io::stdout().flush();
     let hint = if addr.ip().is_unspecified() {
-        format!(" (every interface; open http://localhost:{}/)", addr.port())
+        format!(
+            " (every interface; open {scheme}://localhost:{}/)",
+            addr.port()
+        )
     } else {
         String::new()
     };
     log::info!(
-        "wschat {} listening on http://{addr}/{hint}, up to {} connections, {} file descriptors",
+        "wschat {} listening on {scheme}://{addr}/{hint}, up to {} connections, {} file descriptors",
         env!("CARGO_PKG_VERSION"),
         config.max_connections,
         server.fd_capacity()

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub bytes_sent: u64,
     closes: BTreeMap<u16, u64>,
     pub slow_consumers_dropped: u64,
+    /// SIGHUP reloads of the TLS certificate: [ok, failed].
+    tls_reloads: [u64; 2],
 }
 
 /// Gauges read from the live server at render time.
@@ -64,6 +66,11 @@ impl Metrics {
         if let Some(i) = REJECT_REASONS.iter().position(|r| *r == reason) {
             self.rejected[i] += 1;
         }
+    }
+
+    /// Counts a TLS certificate reload (SIGHUP).
+    pub fn tls_reloaded(&mut self, ok: bool) {
+        self.tls_reloads[usize::from(!ok)] += 1;
     }
 
     /// Counts a close frame the server sent.
@@ -175,6 +182,14 @@ impl Metrics {
         }
         writeln!(
             o,
+            "# HELP wschat_tls_reloads_total TLS certificate reloads on SIGHUP, by result."
+        )?;
+        writeln!(o, "# TYPE wschat_tls_reloads_total counter")?;
+        for (result, n) in ["ok", "failed"].iter().zip(self.tls_reloads) {
+            writeln!(o, "wschat_tls_reloads_total{{result=\"{result}\"}} {n}")?;
+        }
+        writeln!(
+            o,
             "# HELP wschat_users_named Connections holding a chat name."
         )?;
         writeln!(o, "# TYPE wschat_users_named gauge")?;
@@ -203,6 +218,7 @@ mod tests {
         m.rejected("origin");
         m.close_sent(4000);
         m.close_sent(1000);
+        m.tls_reloaded(false);
         let text = m.render(&Gauges {
             users_named: 2,
             ..Gauges::default()
@@ -223,6 +239,8 @@ mod tests {
             "wschat_slow_consumers_dropped_total 0",
             "wschat_rate_limited_total 0",
             "wschat_users_named 2",
+            "wschat_tls_reloads_total{result=\"ok\"} 0",
+            "wschat_tls_reloads_total{result=\"failed\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }

@@ -73,6 +73,14 @@ fn cpu_seconds(pid: u32) -> f64 {
     (utime + stime) / 100.0
 }
 
+/// A bound on a chat round trip while the server is under attack. It
+/// catches starvation (seconds), not speed: an unoptimised build on a busy
+/// 2-core machine gets three times the release bound.
+fn latency_bound(release_ms: u64) -> Duration {
+    let slack = if cfg!(debug_assertions) { 3 } else { 1 };
+    Duration::from_millis(release_ms * slack)
+}
+
 #[test]
 fn thousands_knocking_at_the_limit_get_503_while_members_chat() {
     let server = TestServer::with(|c| {
@@ -102,10 +110,7 @@ fn thousands_knocking_at_the_limit_get_503_while_members_chat() {
         }
         if wave % 5 == 0 {
             let rtt = round_trip(&mut alice, &format!("during wave {wave}"));
-            assert!(
-                rtt < Duration::from_millis(500),
-                "round trip {rtt:?} while knocked"
-            );
+            assert!(rtt < latency_bound(500), "round trip {rtt:?} while knocked");
         }
     }
     assert_eq!(refused, knocks, "every knock past the limit gets 503");
@@ -178,7 +183,7 @@ fn a_thousand_slowloris_clients_are_dropped_on_time_and_nobody_notices() {
         "dropped too late: {last:?}"
     );
     assert!(
-        worst < Duration::from_millis(500),
+        worst < latency_bound(500),
         "chat round trip {worst:?} under slowloris"
     );
     let m = scrape(server.addr);
@@ -234,7 +239,7 @@ fn a_flooding_client_cannot_starve_the_others() {
     assert!(sent > 20 << 20, "the flood was a flood: {sent} bytes");
     assert!(echoed > 0, "the flooder was served too");
     assert!(
-        worst < Duration::from_millis(300),
+        worst < latency_bound(300),
         "round trip {worst:?} during the flood"
     );
 }

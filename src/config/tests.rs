@@ -182,3 +182,33 @@ fn help_and_version() {
     assert_eq!(parse(["--help"], no_env).unwrap(), Command::Help);
     assert_eq!(parse(["-V"], no_env).unwrap(), Command::Version);
 }
+
+#[test]
+fn trusted_proxies_repeat_come_from_a_list_and_name_a_bad_value() {
+    let c = run(&["--trusted-proxy", "127.0.0.1", "--trusted-proxy=10.0.0.0/8"]).unwrap();
+    let shown: Vec<String> = c
+        .trusted_proxies
+        .iter()
+        .map(|p| format!("{}/{}", p.addr, p.prefix_len))
+        .collect();
+    assert_eq!(shown, ["127.0.0.1/32", "10.0.0.0/8"]);
+
+    let env = |k: &str| (k == "WSCHAT_TRUSTED_PROXY").then(|| "::1, 192.168.0.0/16".to_string());
+    let Command::Run(c) = parse(Vec::<String>::new(), env).unwrap() else {
+        panic!("expected Run");
+    };
+    assert_eq!(c.trusted_proxies.len(), 2);
+    assert_eq!(c.trusted_proxies[0].prefix_len, 128);
+    // Flags replace the variable's list, as for --allowed-origin.
+    let Command::Run(c) = parse(["--trusted-proxy", "10.1.2.3"], env).unwrap() else {
+        panic!("expected Run");
+    };
+    assert_eq!(c.trusted_proxies.len(), 1);
+
+    let err = run(&["--trusted-proxy", "10.0.0.0/33"]).unwrap_err();
+    assert!(err.0.starts_with("--trusted-proxy: "), "{err}");
+    let env = |k: &str| (k == "WSCHAT_TRUSTED_PROXY").then(|| "10.0.0.1,nope".to_string());
+    let err = parse(Vec::<String>::new(), env).unwrap_err();
+    assert!(err.0.starts_with("WSCHAT_TRUSTED_PROXY: "), "{err}");
+    assert!(!err.0.contains('\n'));
+}

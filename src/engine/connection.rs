@@ -132,9 +132,10 @@ pub struct Connection {
     out: Vec<u8>,
     /// When the current phase next needs attention.
     deadline: Instant,
-    /// When the message being received must be complete: a peer trickling
-    /// a byte now and then cannot hold a partial message forever.
-    message_due: Option<Instant>,
+    /// A message is partly received and `deadline` is when it must be
+    /// complete: a peer trickling a byte now and then cannot hold a partial
+    /// message forever.
+    partial: bool,
     /// Why the connection is ending, for the log line when it is dropped.
     close_reason: Option<Box<str>>,
     /// A keepalive ping is outstanding (cleared by any input).
@@ -154,7 +155,7 @@ impl Connection {
             decoder: Decoder::new(limits.max_message_bytes),
             out: Vec::new(),
             deadline: now + limits.handshake_timeout,
-            message_due: None,
+            partial: false,
             close_reason: None,
             ping_sent: false,
             websocket: false,
@@ -244,7 +245,9 @@ impl Connection {
         let open = self.is_open();
         if open && !input.is_empty() {
             self.ping_sent = false;
-            self.deadline = idle_deadline(now, limits);
+            if !self.partial {
+                self.deadline = idle_deadline(now, limits);
+            }
         }
         loop {
             match self.decoder.next_event(input) {
@@ -254,8 +257,8 @@ impl Connection {
                     }
                     return Step::NeedMore;
                 }
-                Ok(Some(Event::Text(_))) => return Step::Message { binary: false },
-                Ok(Some(Event::Binary(_))) => return Step::Message { binary: true },
+                Ok(Some(Event::Text(_))) => return self.message_done(false, now, limits),
+                Ok(Some(Event::Binary(_))) => return self.message_done(true, now, limits),
                 Ok(Some(Event::Ping(payload))) => {
                     // "Upon receipt of a Ping frame, an endpoint MUST send a
                     // Pong frame in response ... the same Application data".
@@ -291,17 +294,24 @@ impl Connection {
         }
     }
 
-    /// Keeps the deadline no later than when a partly received message must
-    /// be complete.
+    /// A message is complete: the next one gets a fresh deadline.
+    fn message_done(&mut self, binary: bool, now: Instant, limits: &Limits) -> Step<'static> {
+        if self.partial {
+            self.partial = false;
+            self.deadline = idle_deadline(now, limits);
+        }
+        Step::Message { binary }
+    }
+
+    /// Input ran out in the middle of a message: from the first such
+    /// moment, the message must be complete within its window.
     fn watch_partial_message(&mut self, now: Instant, limits: &Limits) {
         if !self.decoder.is_mid_message() {
-            self.message_due = None;
-            return;
+            self.partial = false;
+        } else if !self.partial {
+            self.partial = true;
+            self.deadline = now + message_window(limits);
         }
-        let due = *self
-            .message_due
-            .get_or_insert_with(|| now + message_window(limits));
-        self.deadline = self.deadline.min(due);
     }
 
     /// The message of the last [`Step::Message`], taken out so that it can
@@ -436,6 +446,15 @@ impl Connection {
         }
     }
 
+    /// Exchanges an empty output buffer with `spare` (also empty): the loop
+    /// lends one reused buffer for each greeting, so a handshake allocates
+    /// no output buffer of its own. Does nothing if either holds bytes.
+    pub fn swap_empty_output(&mut self, spare: &mut Vec<u8>) {
+        if self.out.is_empty() && spare.is_empty() {
+            std::mem::swap(&mut self.out, spare);
+        }
+    }
+
     /// Gives the output buffer back to the allocator if it is empty: a
     /// connection that was greeted and then stays idle holds no buffer.
     pub fn release_output(&mut self) {
@@ -473,7 +492,7 @@ impl Connection {
             Phase::AwaitingHandshake { .. } | Phase::Requested | Phase::ReadingBody { .. } => {
                 Expiry::HandshakeTimeout
             }
-            Phase::Open if self.message_due.is_some_and(|due| now >= due) => {
+            Phase::Open if self.partial => {
                 let code = CloseCode::POLICY_VIOLATION;
                 self.close(
                     code,
@@ -501,6 +520,16 @@ impl Connection {
     /// Whether bytes moved since the last call (for giving buffers back).
     pub fn take_activity(&mut self) -> bool {
         std::mem::replace(&mut self.active, false)
+    }
+
+    /// Whether the connection holds heap buffers that [`Connection::trim`]
+    /// might give back.
+    pub fn holds_buffers(&self) -> bool {
+        let head = match &self.phase {
+            Phase::AwaitingHandshake { head } => head.capacity(),
+            _ => 0,
+        };
+        self.out.capacity() + self.decoder.buffered_bytes() + head > 0
     }
 
     /// Gives back buffers not holding anything in progress.

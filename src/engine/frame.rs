@@ -270,8 +270,7 @@ impl Decoder {
     }
 
     /// Bytes held for a message being assembled (for memory accounting).
-    #[cfg(test)]
-    fn buffered_bytes(&self) -> usize {
+    pub fn buffered_bytes(&self) -> usize {
         self.message.capacity() + self.control.capacity()
     }
 

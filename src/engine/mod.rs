@@ -2,6 +2,7 @@
 
 pub mod close;
 pub mod connection;
+pub mod forwarded;
 pub mod frame;
 pub mod handshake;
 pub mod http;

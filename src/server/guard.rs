@@ -6,9 +6,14 @@ use super::*;
 
 impl<S: Service> Server<S> {
     /// PROTOCOL section 2, check 1: at the limit, 503 at once, unread.
+    /// With TLS (section 10) the socket is closed at once instead: a 503
+    /// would need a handshake, which is what the limit saves.
     pub(super) fn refuse_at_door(&mut self, mut socket: TcpStream, peer: SocketAddr) {
         self.metrics.rejected("limit");
         debug!("refused {peer}: {} connections open", self.conns.len());
+        if self.tls.is_some() {
+            return;
+        }
         let mut response = Vec::new();
         http::write_error(&mut response, 503, &[], false);
         // A fresh socket's send buffer takes a short response whole.

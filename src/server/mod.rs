@@ -32,6 +32,7 @@ use crate::engine::connection::{Connection, Expiry, Limits};
 use crate::engine::http;
 use crate::metrics::Metrics;
 use crate::transport::Transport;
+use crate::transport::tls::{TlsSettings, TlsTransport};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -53,6 +54,8 @@ use timers::Timers;
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+/// SIGHUP: reload the TLS certificate and key.
+const RELOAD: Token = Token(usize::MAX - 4);
 
 /// Connections the kernel may queue before `accept` (capped at somaxconn).
 const LISTEN_BACKLOG: i32 = 65535;
@@ -60,15 +63,13 @@ const LISTEN_BACKLOG: i32 = 65535;
 const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 /// How often the server-wide checks run while there is something to check
 /// (blocked output, 503'd sockets to drain, a paused accept).
-pub const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(100);
 /// How often the service's own timers run.
 const SERVICE_TICK: Duration = Duration::from_secs(1);
-/// Far enough never to matter, near enough not to overflow.
-const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// The loop's one read buffer; idle connections own no input buffer.
 const READ_BUFFER: usize = 64 * 1024;
 /// Bytes one connection may read per loop turn before others get a turn.
-pub const READ_BUDGET: usize = 4 * READ_BUFFER;
+const READ_BUDGET: usize = 4 * READ_BUFFER;
 /// Connections flushed per loop turn. A turn that finds more dirty ones
 /// polls for input (without waiting) before going on, so messages that
 /// arrive during a long flush join the buffers not yet written: lower
@@ -78,7 +79,7 @@ pub const READ_BUDGET: usize = 4 * READ_BUFFER;
 /// (docs/benchmarks.md, "Flush chunk").
 const FLUSH_CHUNK: usize = 64;
 /// Complete messages one connection may have handled per loop turn.
-pub const MESSAGE_BUDGET: u16 = 64;
+const MESSAGE_BUDGET: u16 = 64;
 /// A connection with less unsent output than this is never dropped for the
 /// server-wide output budget: it is keeping up, whatever the others do.
 /// Neither is one whose last write the kernel took whole: its backlog is
@@ -97,8 +98,8 @@ pub(crate) struct Slot<P> {
     transport: Transport,
     addr: SocketAddr,
     app: Option<P>,
-    /// The time of this slot's live deadline entry in the timer heap.
-    timer_at: Instant,
+    /// The key of this slot's live deadline entry in the timer heap.
+    timer_at: timers::Millis,
     /// On the loop's list of connections to flush this turn.
     dirty: bool,
     /// WRITABLE interest is registered (output the kernel refused).
@@ -190,11 +191,17 @@ pub struct Server<S: Service = Wschat> {
     /// Connections whose output the kernel refused (WRITABLE registered).
     blocked: usize,
     read_buffer: Vec<u8>,
+    /// Lent to each new WebSocket for its greeting (see `greet`).
+    spare_output: Vec<u8>,
     /// Sockets answered 503 at the door, drained until EOF or their deadline.
     door_rejects: VecDeque<(TcpStream, Instant)>,
     shutdown_requested: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<UnixStream>,
+    /// The read end SIGHUP writes to.
+    reload_signals: Option<UnixStream>,
+    /// The certificate and key when the port speaks TLS (section 10).
+    tls: Option<TlsSettings>,
     /// Set once shutdown began: when `run` gives up waiting.
     shutdown_deadline: Option<Instant>,
     /// `accept` failed for lack of descriptors; retried every tick.
@@ -246,6 +253,7 @@ impl<S: Service> Server<S> {
             max_message_bytes: config.max_message_bytes,
         };
         let now = Instant::now();
+        let max_connections = config.max_connections;
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -255,7 +263,7 @@ impl<S: Service> Server<S> {
             conns: Slab::new(),
             service,
             metrics: Metrics::default(),
-            timers: Timers::default(),
+            timers: Timers::new(now, max_connections),
             dirty: VecDeque::new(),
             backlog: Vec::new(),
             stashes: HashMap::new(),
@@ -263,10 +271,13 @@ impl<S: Service> Server<S> {
             closes: Vec::new(),
             blocked: 0,
             read_buffer: vec![0; READ_BUFFER],
+            spare_output: Vec::with_capacity(4096),
             door_rejects: VecDeque::new(),
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
             signals: None,
+            reload_signals: None,
+            tls: None,
             shutdown_deadline: None,
             accept_paused: false,
             accept_warned: None,
@@ -276,6 +287,12 @@ impl<S: Service> Server<S> {
             next_check: now + TICK,
             next_service_tick: now + SERVICE_TICK,
         })
+    }
+
+    /// Makes the port speak TLS with these files (loaded by the caller,
+    /// which turns a load error into exit status 2).
+    pub fn use_tls(&mut self, settings: TlsSettings) {
+        self.tls = Some(settings);
     }
 
     /// The address actually bound.
@@ -319,6 +336,17 @@ impl<S: Service> Server<S> {
             .registry()
             .register(&mut read_end, SIGNALS, Interest::READABLE)?;
         self.signals = Some(read_end);
+        // SIGHUP on a pipe of its own: a reload must never be mistaken for
+        // a shutdown, however signals coalesce.
+        let (read_end, write_end) = std::os::unix::net::UnixStream::pair()?;
+        read_end.set_nonblocking(true)?;
+        write_end.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, write_end)?;
+        let mut read_end = UnixStream::from_std(read_end);
+        self.poll
+            .registry()
+            .register(&mut read_end, RELOAD, Interest::READABLE)?;
+        self.reload_signals = Some(read_end);
         Ok(())
     }
 
@@ -361,6 +389,7 @@ impl<S: Service> Server<S> {
                             return Ok(());
                         }
                     }
+                    RELOAD => self.reload_tls(),
                     Token(t) => {
                         if event.is_writable() {
                             self.mark_dirty(t);
@@ -491,18 +520,28 @@ impl<S: Service> Server<S> {
             warn!("cannot register connection from {addr}: {e}");
             return;
         }
+        let transport = match &self.tls {
+            None => Transport::Plain(socket),
+            Some(tls) => match TlsTransport::new(socket, tls.config()) {
+                Ok(tls) => Transport::Tls(Box::new(tls)),
+                Err(e) => {
+                    warn!("cannot start TLS for {addr}: {e}");
+                    return;
+                }
+            },
+        };
         debug!("accepted {addr}");
         entry.insert(Slot {
             conn: Connection::new(self.now, &self.limits),
-            transport: Transport::Plain(socket),
+            transport,
             addr,
             app: None,
-            timer_at: self.now + NEVER,
+            timer_at: timers::NONE,
             dirty: false,
             wants_write: false,
             in_backlog: false,
             read_paused: false,
-            trim_armed: true,
+            trim_armed: false,
         });
         self.schedule(t);
     }
@@ -531,6 +570,45 @@ impl<S: Service> Server<S> {
         }
         self.begin_shutdown();
         false
+    }
+
+    /// SIGHUP (PROTOCOL section 10): read the certificate and key again.
+    /// New connections get the new pair; open ones keep theirs. On error
+    /// the old pair stays. Without TLS there is nothing to reload.
+    fn reload_tls(&mut self) {
+        let mut got = false;
+        if let Some(signals) = &mut self.reload_signals {
+            let mut buf = [0u8; 16];
+            loop {
+                match signals.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => got = true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        if !got {
+            return;
+        }
+        let Some(tls) = &mut self.tls else {
+            info!("SIGHUP ignored: no TLS certificate to reload");
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                self.metrics.tls_reloaded(true);
+                info!(
+                    "TLS certificate reloaded from {} and {}",
+                    tls.cert_path().display(),
+                    tls.key_path().display()
+                );
+            }
+            Err(e) => {
+                self.metrics.tls_reloaded(false);
+                log::error!("TLS reload failed, keeping the previous certificate: {e}");
+            }
+        }
     }
 
     fn begin_shutdown(&mut self) {

@@ -3,11 +3,14 @@
 //! output from connections back into transports.
 
 use super::room::LoopRoom;
-use super::timers::Kind;
+use super::timers::{self, Kind};
 use super::*;
 use crate::app::{Answer, Response};
 use crate::engine::connection::Step;
+use crate::engine::forwarded;
 use crate::engine::http::{self, Request};
+use crate::transport::tls::{NOT_TLS_RESPONSE, TlsFailure};
+use std::fmt;
 
 /// Quiet time after which a connection gives its buffers back.
 const TRIM_AFTER: Duration = Duration::from_secs(1);
@@ -41,6 +44,10 @@ impl<S: Service> Server<S> {
             }
             match slot.transport.read(&mut buffer) {
                 Ok(0) => {
+                    if slot.transport.abandoned_handshake() {
+                        self.metrics.rejected("tls");
+                        info!("refused {}: TLS handshake abandoned", slot.addr);
+                    }
                     if slot.conn.on_eof() {
                         let reason = slot.conn.take_close_reason();
                         self.drop_connection(t, reason.as_deref().unwrap_or("closed"));
@@ -62,13 +69,46 @@ impl<S: Service> Server<S> {
                 Err(e) if would_block(&e) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    if let Some(failure) = TlsFailure::of(&e) {
+                        // Reading goes on: the transport now only drains.
+                        self.refuse_tls(t, failure);
+                        continue;
+                    }
                     self.drop_connection(t, &format!("read error: {e}"));
                     break;
                 }
             }
         }
         self.read_buffer = buffer;
+        // TLS handshake replies the kernel did not take at once: flushing
+        // registers WRITABLE for them.
+        if let Some(slot) = self.conns.get(t)
+            && !slot.dirty
+            && slot.transport.pending_bytes() > 0
+        {
+            self.mark_dirty(t);
+        }
         self.settle();
+    }
+
+    /// A TLS connection that failed (PROTOCOL section 10): plain text on
+    /// the TLS port gets the unencrypted 400, a failed handshake only its
+    /// alert; either ends like a refused request (written, FIN, drained).
+    fn refuse_tls(&mut self, t: usize, failure: &TlsFailure) {
+        let now = self.now;
+        let Some(slot) = self.conns.get_mut(t) else {
+            return;
+        };
+        self.metrics.rejected("tls");
+        let why = failure.to_string();
+        info!("refused {}: {why}", slot.addr);
+        let response: &[u8] = match failure {
+            TlsFailure::NotTls => NOT_TLS_RESPONSE,
+            TlsFailure::Rejected(_) => b"",
+        };
+        slot.conn.respond(response, &why, now, &self.limits);
+        self.mark_dirty(t);
+        self.schedule(t);
     }
 
     /// Puts a connection whose message budget ran out mid-read on the
@@ -133,6 +173,10 @@ impl<S: Service> Server<S> {
                     self.leave(t);
                 }
                 Step::Done => {
+                    // The close handshake is complete: with TLS, close_notify
+                    // goes before the socket closes (best effort, it is tiny).
+                    slot.transport.shutdown_write();
+                    let _ = slot.transport.flush_pending();
                     let reason = slot.conn.take_close_reason();
                     self.drop_connection(t, reason.as_deref().unwrap_or("closed"));
                     return;
@@ -155,7 +199,7 @@ impl<S: Service> Server<S> {
     // ----- answering a request ---------------------------------------------
 
     fn on_head(&mut self, t: usize, head: &[u8]) {
-        let Some(addr) = self.conns.get(t).map(|s| s.addr) else {
+        let Some(peer) = self.conns.get(t).map(|s| s.addr) else {
             return;
         };
         let request = match Request::parse(head) {
@@ -165,6 +209,7 @@ impl<S: Service> Server<S> {
                 return;
             }
         };
+        let addr = self.client_addr(t, peer, &request);
         let answer = self.with_service(|service, room| service.on_request(t, &request, addr, room));
         match answer {
             Answer::Respond(response) => self.respond(t, response, request.path),
@@ -184,17 +229,42 @@ impl<S: Service> Server<S> {
                 let Some(slot) = self.conns.get_mut(t) else {
                     return;
                 };
+                slot.conn.swap_empty_output(&mut self.spare_output);
                 slot.conn.open(&accept, subprotocol, now, &self.limits);
                 slot.app = Some(peer);
-                info!("open {addr} {} ({app})", request.path);
+                info!("open {} {} ({app})", Shown(addr), request.path);
                 self.with_service(|service, room| service.on_open(t, room));
                 self.greet(t);
             }
         }
     }
 
-    /// Writes the `101` and the greeting at once: a connection that then
-    /// stays idle keeps no output buffer at all.
+    /// The client's address: the TCP peer, or with `--trusted-proxy` the
+    /// one a trusted proxy's `X-Forwarded-For` names. It replaces the
+    /// peer's in the slot (no field more per connection), with port 0: the
+    /// client's port is not known.
+    fn client_addr(&mut self, t: usize, peer: SocketAddr, request: &Request<'_>) -> SocketAddr {
+        if self.config.trusted_proxies.is_empty() {
+            return peer;
+        }
+        let ip = forwarded::client_addr(
+            peer.ip(),
+            request.headers("x-forwarded-for"),
+            &self.config.trusted_proxies,
+        );
+        if ip == peer.ip() {
+            return peer;
+        }
+        let client = SocketAddr::new(ip, 0);
+        debug!("{peer} is a trusted proxy for {ip}");
+        if let Some(slot) = self.conns.get_mut(t) {
+            slot.addr = client;
+        }
+        client
+    }
+
+    /// Writes the `101` and the greeting at once, from the buffer lent for
+    /// it: a connection that then stays idle keeps no output buffer at all.
     fn greet(&mut self, t: usize) {
         let Some(slot) = self.conns.get_mut(t) else {
             return;
@@ -202,6 +272,7 @@ impl<S: Service> Server<S> {
         match slot.write_out() {
             Ok(written) => {
                 self.metrics.bytes_sent += written as u64;
+                slot.conn.swap_empty_output(&mut self.spare_output);
                 slot.conn.release_output();
                 self.after_write(t);
             }
@@ -228,12 +299,14 @@ impl<S: Service> Server<S> {
                 self.metrics.rejected(refusal.metric);
                 info!(
                     "refused {} with {}: {}",
-                    slot.addr, response.status, refusal.why
+                    Shown(slot.addr),
+                    response.status,
+                    refusal.why
                 );
                 refusal.why
             }
             None => {
-                debug!("{path} {} to {}", response.status, slot.addr);
+                debug!("{path} {} to {}", response.status, Shown(slot.addr));
                 "plain HTTP"
             }
         };
@@ -255,7 +328,7 @@ impl<S: Service> Server<S> {
         if !slot.conn.close(code, reason, deadline) {
             return;
         }
-        info!("closing {} with {}: {reason}", slot.addr, code.0);
+        info!("closing {} with {}: {reason}", Shown(slot.addr), code.0);
         self.metrics.close_sent(code.0);
         self.mark_dirty(t);
         self.schedule(t);
@@ -284,9 +357,9 @@ impl<S: Service> Server<S> {
         }
         let _ = self.poll.registry().deregister(slot.transport.source());
         if slot.conn.was_websocket() {
-            info!("closed {} ({reason})", slot.addr);
+            info!("closed {} ({reason})", Shown(slot.addr));
         } else {
-            debug!("closed {} ({reason})", slot.addr);
+            debug!("closed {} ({reason})", Shown(slot.addr));
         }
     }
 
@@ -354,6 +427,16 @@ impl<S: Service> Server<S> {
         let Some(slot) = self.conns.get_mut(t) else {
             return;
         };
+        if slot.pending() == 0 && slot.conn.on_drained(now, &self.limits) {
+            // A finished exchange: shut the write side (TLS: close_notify,
+            // then the FIN once it is flushed; the interest below covers a
+            // close_notify the kernel did not take).
+            slot.transport.shutdown_write();
+            if let Err(e) = slot.transport.flush_pending() {
+                self.drop_connection(t, &format!("write error: {e}"));
+                return;
+            }
+        }
         let pending = slot.pending();
         let want_write = pending > 0;
         if want_write != slot.wants_write {
@@ -382,13 +465,10 @@ impl<S: Service> Server<S> {
         if resume {
             slot.read_paused = false;
         }
-        if !want_write && slot.conn.on_drained(now, &self.limits) {
-            slot.transport.shutdown_write();
-            if slot.conn.is_done() {
-                let reason = slot.conn.take_close_reason();
-                self.drop_connection(t, reason.as_deref().unwrap_or("done"));
-                return;
-            }
+        if !want_write && slot.conn.is_done() {
+            let reason = slot.conn.take_close_reason();
+            self.drop_connection(t, reason.as_deref().unwrap_or("done"));
+            return;
         }
         self.schedule(t);
         if resume {
@@ -399,18 +479,18 @@ impl<S: Service> Server<S> {
     // ----- timers ----------------------------------------------------------
 
     /// Makes sure the connection's deadline has a timer entry, and that a
-    /// connection that moved bytes gives its buffers back once quiet.
+    /// connection holding buffers gives them back once quiet (an idle one
+    /// holds none, and costs one timer entry).
     pub(super) fn schedule(&mut self, t: usize) {
         let now = self.now;
         let Some(slot) = self.conns.get_mut(t) else {
             return;
         };
-        let deadline = slot.conn.deadline();
+        let deadline = self.timers.key(slot.conn.deadline());
         if deadline < slot.timer_at {
-            slot.timer_at = deadline;
-            self.timers.push(deadline, t, Kind::Deadline);
+            slot.timer_at = self.timers.push(slot.conn.deadline(), t, Kind::Deadline);
         }
-        if !slot.trim_armed {
+        if !slot.trim_armed && (slot.conn.holds_buffers() || slot.transport.holds_buffers()) {
             slot.trim_armed = true;
             self.timers.push(now + TRIM_AFTER, t, Kind::Trim);
         }
@@ -432,6 +512,7 @@ impl<S: Service> Server<S> {
                         self.timers.push(now + TRIM_AFTER, t, Kind::Trim);
                     } else {
                         slot.conn.trim();
+                        slot.transport.trim_idle();
                         slot.trim_armed = false;
                     }
                 }
@@ -439,7 +520,7 @@ impl<S: Service> Server<S> {
                     if at != slot.timer_at {
                         continue;
                     }
-                    slot.timer_at = now + NEVER;
+                    slot.timer_at = timers::NONE;
                     match slot.conn.on_deadline(now, &self.limits) {
                         Expiry::NotYet => self.schedule(t),
                         Expiry::Pinged => {
@@ -450,7 +531,7 @@ impl<S: Service> Server<S> {
                             if let Some(slot) = self.conns.get(t) {
                                 info!(
                                     "closing {} with {code}: message not completed in time",
-                                    slot.addr
+                                    Shown(slot.addr)
                                 );
                             }
                             self.metrics.close_sent(code);
@@ -499,5 +580,19 @@ fn refusal(status: u16, metric: &'static str, why: &'static str) -> Response {
         bytes,
         status,
         refusal: Some(crate::app::Refusal { metric, why }),
+    }
+}
+
+/// A connection's address in log lines: one taken from `X-Forwarded-For`
+/// has no port (stored as 0) and is shown without one.
+struct Shown(SocketAddr);
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.port() == 0 {
+            write!(f, "{}", self.0.ip())
+        } else {
+            write!(f, "{}", self.0)
+        }
     }
 }

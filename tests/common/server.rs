@@ -190,11 +190,12 @@ impl Drop for BinServer {
     }
 }
 
-/// `listening on http://127.0.0.1:PORT/` → PORT.
+/// `listening on http://127.0.0.1:PORT/` (or `https://` with TLS) → PORT.
 pub fn parse_listening_line(line: &str) -> Option<u16> {
+    let line = line.strip_suffix('\n')?;
     let rest = line
-        .strip_suffix('\n')?
-        .strip_prefix("listening on http://127.0.0.1:")?;
+        .strip_prefix("listening on http://127.0.0.1:")
+        .or_else(|| line.strip_prefix("listening on https://127.0.0.1:"))?;
     let port = rest.strip_suffix('/')?;
     port.parse().ok().filter(|p| *p != 0)
 }

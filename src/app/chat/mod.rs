@@ -106,6 +106,8 @@ pub struct Chat {
     users_valid: bool,
     /// How often the user list was built (it should be rarely).
     users_builds: u64,
+    /// The chat's clock for rate buckets.
+    epoch: Instant,
     /// Counter for uids and assigned colours.
     opened: u64,
     /// Messages refused with `rate_limited` (for `/metrics`).
@@ -132,6 +134,7 @@ impl Chat {
             users_frame: Vec::new(),
             users_valid: false,
             users_builds: 0,
+            epoch: Instant::now(),
             opened: 0,
             rate_limited_total: 0,
         }
@@ -196,7 +199,7 @@ impl Chat {
             uid: (self.opened << 32) | (slot as u64 & 0xFFFF_FFFF),
             name: None,
             color,
-            bucket: RateBucket::new(self.rate, now),
+            bucket: RateBucket::new(self.rate, self.millis(now)),
         }
     }
 
@@ -243,6 +246,11 @@ impl Chat {
         }
     }
 
+    /// `now` on the chat's clock (milliseconds, wrapping).
+    fn millis(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.epoch).as_millis() as u32
+    }
+
     fn origin(&self, uid: &u64) -> Origin {
         Origin {
             node: self.node,
@@ -261,7 +269,8 @@ impl Chat {
             return Ok(());
         };
         // 1. Rate, before anything is parsed: every message costs a token.
-        if self.rate > 0 && !peer.bucket.take(self.rate, now) {
+        let now_ms = self.millis(now);
+        if self.rate > 0 && !peer.bucket.take(self.rate, now_ms) {
             self.rate_limited_total += 1;
             if peer.bucket.is_flooding(self.rate, now) {
                 let frame = self

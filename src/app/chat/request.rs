@@ -116,10 +116,13 @@ pub fn valid_name(name: &str) -> Result<&str, Rejection> {
 }
 
 /// One connection's token bucket and record of rejections (section 5).
+/// Kept small (it sits in every slab entry): the refill time is in
+/// milliseconds on the chat's clock, wrapping after 49 days, which at worst
+/// refills one bucket too little once.
 #[derive(Debug)]
 pub struct RateBucket {
-    tokens: f64,
-    refilled: Instant,
+    tokens: f32,
+    refilled_ms: u32,
     /// Times of recent rejections (none, unallocated, for clients that
     /// behave). Boxed: 8 bytes in every slab entry instead of 32.
     #[allow(clippy::box_collection)]
@@ -128,21 +131,21 @@ pub struct RateBucket {
 
 impl RateBucket {
     /// A full bucket: capacity twice the rate.
-    pub fn new(rate: u32, now: Instant) -> RateBucket {
+    pub fn new(rate: u32, now_ms: u32) -> RateBucket {
         RateBucket {
-            tokens: 2.0 * f64::from(rate),
-            refilled: now,
+            tokens: 2.0 * rate as f32,
+            refilled_ms: now_ms,
             rejections: None,
         }
     }
 
     /// Refills (rate per second, capacity twice that) and takes one token
     /// if there is one.
-    pub fn take(&mut self, rate: u32, now: Instant) -> bool {
+    pub fn take(&mut self, rate: u32, now_ms: u32) -> bool {
         let rate = f64::from(rate);
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(2.0 * rate);
-        self.refilled = now;
+        let elapsed = f64::from(now_ms.wrapping_sub(self.refilled_ms)) / 1000.0;
+        self.tokens = (f64::from(self.tokens) + elapsed * rate).min(2.0 * rate) as f32;
+        self.refilled_ms = now_ms;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

@@ -3,6 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub const USAGE: &str = "\
 wschat-bench MODE [options]: a load generator for wschat (and any server that
@@ -17,6 +18,8 @@ Modes:
 
 Target:
   --url ws://127.0.0.1:PORT/PATH   or  --port PORT [--host 127.0.0.1] [--path P]
+  --tls                  wss: TLS 1.3/1.2 (any certificate accepted: loopback
+                         only); a wss:// URL implies it
   --server-pid PID       read the server's CPU and memory from /proc
 Output:
   --csv FILE             append result rows (header when the file is new)
@@ -85,6 +88,15 @@ pub struct Opts {
     pub source_addrs: u8,
     pub pipeline: usize,
     pub setup_timeout: f64,
+    /// `--tls` or a `wss://` URL: the client config every connection uses.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Opts {
+    /// `ws` or `wss`, for report lines.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "wss" } else { "ws" }
+    }
 }
 
 fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
@@ -100,10 +112,17 @@ fn positive(flag: &str, v: f64) -> Result<f64, String> {
 }
 
 /// `ws://HOST:PORT/PATH` with an IPv4 loopback host.
-fn parse_url(url: &str) -> Result<(SocketAddrV4, String), String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("--url: {url:?} does not start with ws://"))?;
+/// `ws://` or `wss://` URL → (address, path, TLS).
+fn parse_url(url: &str) -> Result<(SocketAddrV4, String, bool), String> {
+    let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (None, Some(rest)) => (rest, true),
+        (None, None) => {
+            return Err(format!(
+                "--url: {url:?} does not start with ws:// or wss://"
+            ));
+        }
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
@@ -112,7 +131,7 @@ fn parse_url(url: &str) -> Result<(SocketAddrV4, String), String> {
     let addr: SocketAddrV4 = hostport
         .parse()
         .map_err(|_| format!("--url: {hostport:?} is not IPv4:PORT"))?;
-    Ok((addr, path))
+    Ok((addr, path, tls))
 }
 
 pub fn parse(args: &[String]) -> Result<Opts, String> {
@@ -157,7 +176,9 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         source_addrs: 1,
         pipeline: 1,
         setup_timeout: 30.0,
+        tls: None,
     };
+    let mut tls = false;
     while let Some(flag) = it.next() {
         let flag = flag.as_str();
         match flag {
@@ -167,6 +188,10 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--quiet" => {
                 o.quiet = true;
+                continue;
+            }
+            "--tls" => {
+                tls = true;
                 continue;
             }
             "--help" | "-h" => return Err(String::new()),
@@ -201,9 +226,10 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         }
     }
     if let Some(u) = url {
-        let (addr, p) = parse_url(&u)?;
+        let (addr, p, wss) = parse_url(&u)?;
         o.target = addr;
         o.path = p;
+        tls |= wss;
     } else {
         let port = port.ok_or("give --url ws://127.0.0.1:PORT/ or --port PORT")?;
         o.target = SocketAddrV4::new(host, port);
@@ -250,6 +276,9 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
     if o.source_addrs == 0 || o.source_addrs == 255 {
         return Err("--source-addrs must be 1..=254".into());
     }
+    if tls {
+        o.tls = Some(crate::tls::client_config()?);
+    }
     Ok(o)
 }
 
@@ -270,6 +299,11 @@ mod tests {
         let e = p("echo --port 9 ").unwrap();
         assert_eq!(e.path, "/echo");
         assert_eq!(e.clients, 16);
+        assert!(e.tls.is_none());
+        assert!(p("echo --port 9 --tls").unwrap().tls.is_some());
+        let w = p("fanout --url wss://localhost:9443/x").unwrap();
+        assert!(w.tls.is_some());
+        assert_eq!(w.path, "/x");
     }
 
     #[test]

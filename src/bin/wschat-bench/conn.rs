@@ -7,6 +7,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -91,6 +92,10 @@ pub struct Conn {
     /// A fragmented message being reassembled: its opcode and bytes so far.
     frag: Option<(u8, Vec<u8>)>,
     rng: Rng,
+    /// The TLS session with `--tls`: `wbuf` holds plaintext, handed to it
+    /// only once it has sent what it holds, so `pending_out` still shows a
+    /// slow server.
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl Conn {
@@ -103,7 +108,17 @@ impl Conn {
         src: Option<Ipv4Addr>,
         path: &str,
         seed: u64,
+        tls: Option<&Arc<rustls::ClientConfig>>,
     ) -> io::Result<Conn> {
+        let tls = match tls {
+            None => None,
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress((*dst.ip()).into());
+                let session = rustls::ClientConnection::new(Arc::clone(config), name)
+                    .map_err(io::Error::other)?;
+                Some(Box::new(session))
+            }
+        };
         let mut stream = match src {
             None => TcpStream::connect(SocketAddr::V4(dst))?,
             Some(ip) => TcpStream::from_std(crate::sys::connect_from(ip, dst)?),
@@ -121,6 +136,7 @@ impl Conn {
             wpos: 0,
             frag: None,
             rng,
+            tls,
         })
     }
 
@@ -174,7 +190,10 @@ impl Conn {
         if self.state == State::Connecting {
             return Ok(());
         }
-        while self.wpos < self.wbuf.len() {
+        if self.tls.is_some() {
+            self.flush_tls().map_err(ConnError::Io)?;
+        }
+        while self.tls.is_none() && self.wpos < self.wbuf.len() {
             match self.stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(ConnError::Eof),
                 Ok(n) => self.wpos += n,
@@ -191,6 +210,64 @@ impl Conn {
             self.wpos = 0;
         }
         Ok(())
+    }
+
+    /// Sends what the TLS session holds; only then gives it the next part
+    /// of `wbuf` (at most its buffer limit).
+    fn flush_tls(&mut self) -> io::Result<()> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.stream) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.wpos == self.wbuf.len() {
+                return Ok(());
+            }
+            // Before the handshake ends this only buffers (the request);
+            // a full buffer takes nothing and waits for the keys.
+            let n = tls.writer().write(&self.wbuf[self.wpos..])?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.wpos += n;
+        }
+    }
+
+    /// Reads plaintext: from the socket, or through the TLS session (which
+    /// answers the handshake on the way). `Ok(0)` is EOF.
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            return self.stream.read(buf);
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(&mut self.stream)? == 0 {
+                return Ok(0);
+            }
+            tls.process_new_packets().map_err(io::Error::other)?;
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.stream) {
+                    Ok(_) => {}
+                    // The WRITABLE edge finishes it (`flush`).
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
     }
 
     /// Handles a readable event: reads until the socket would block, hands
@@ -220,7 +297,7 @@ impl Conn {
         }
         let mut total = 0usize;
         loop {
-            let n = match self.stream.read(scratch) {
+            let n = match self.read_plain(scratch) {
                 Ok(0) => return Err(ConnError::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -250,7 +327,9 @@ impl Conn {
             // A short read emptied the receive queue: bytes arriving later
             // raise a new edge, so the read that would only say WouldBlock
             // is skipped. It halves the system calls when frames trickle in.
-            if n < scratch.len() {
+            // (Not with TLS: a record's worth of plaintext says nothing
+            // about the socket.)
+            if n < scratch.len() && self.tls.is_none() {
                 break;
             }
             total += n;
@@ -411,7 +490,7 @@ mod tests {
     fn drive(addr: SocketAddrV4) -> (Vec<(u8, Vec<u8>)>, ConnError) {
         let mut poll = Poll::new().unwrap();
         let mut events = Events::with_capacity(16);
-        let mut c = Conn::connect(poll.registry(), Token(0), addr, None, "/x", 1).unwrap();
+        let mut c = Conn::connect(poll.registry(), Token(0), addr, None, "/x", 1, None).unwrap();
         let mut got = Vec::new();
         let mut scratch = vec![0u8; 4096];
         let deadline = Instant::now() + Duration::from_secs(5);

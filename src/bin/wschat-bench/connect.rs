@@ -77,6 +77,7 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
                 src,
                 &o.path,
                 i as u64 + 1,
+                o.tls.as_ref(),
             ) {
                 Ok(c) => {
                     conns.push(c);
@@ -243,8 +244,13 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
     row.set("verdict", &verdict);
 
     println!(
-        "connect [{}]: {} connections to ws://{}{}, {} in flight",
-        o.label, o.clients, o.target, o.path, o.concurrency
+        "connect [{}]: {} connections to {}://{}{}, {} in flight",
+        o.label,
+        o.clients,
+        o.scheme(),
+        o.target,
+        o.path,
+        o.concurrency
     );
     println!(
         "  open {ok}, failed {failed}, dropped while idle {dropped}; {} handshakes/s over {:.2} s",

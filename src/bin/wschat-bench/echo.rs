@@ -68,6 +68,7 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
             None,
             &o.path,
             i as u64 + 1,
+            o.tls.as_ref(),
         )
         .map_err(|e| format!("connect {}: {e}", o.target))?;
         clients.push(Client {
@@ -225,8 +226,15 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
     row.set("verdict", verdict);
 
     println!(
-        "echo [{}]: {} connections x {} in flight, {} B messages, {} s on ws://{}{}",
-        o.label, o.clients, o.pipeline, o.size, o.duration, o.target, o.path
+        "echo [{}]: {} connections x {} in flight, {} B messages, {} s on {}://{}{}",
+        o.label,
+        o.clients,
+        o.pipeline,
+        o.size,
+        o.duration,
+        o.scheme(),
+        o.target,
+        o.path
     );
     println!(
         "  {} round trips/s; latency ms: p50 {}  p99 {}  p99.9 {}  max {}",

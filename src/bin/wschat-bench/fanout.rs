@@ -298,6 +298,7 @@ impl<'a> Session<'a> {
                     None,
                     &o.path,
                     i as u64 + 1,
+                    o.tls.as_ref(),
                 )
                 .map_err(|e| format!("connect {}: {e}", o.target))?;
                 s.conns.push(c);

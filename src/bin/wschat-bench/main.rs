@@ -6,6 +6,7 @@
 //! - [`ws`]: handshake and frame codec (client side).
 //! - [`conn`]: one connection's state machine and buffers.
 //! - [`fanout`], [`connect`], [`echo`]: the three modes.
+//! - [`tls`]: the client config for `--tls` (wss).
 //! - [`stats`]: the latency histogram; [`sys`]: `/proc`, limits, source
 //!   addresses; [`report`]: result rows, printed and appended as CSV.
 //!
@@ -19,6 +20,7 @@ mod fanout;
 mod report;
 mod stats;
 mod sys;
+mod tls;
 mod ws;
 
 use std::process::ExitCode;
