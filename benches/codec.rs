@@ -8,6 +8,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::hint::black_box;
 use std::time::Instant;
 use wschat::app::chat::{Chat, ChatPeer, Room};
+use wschat::app::history::History;
 use wschat::engine::close::CloseCode;
 use wschat::engine::frame::{Decoder, Event, decode_header};
 use wschat::engine::mask::unmask;
@@ -103,7 +104,8 @@ impl Room for CountingRoom {
 fn chat_message(c: &mut Criterion) {
     let message = br#"{"name":"alice","message":"a typical chat line of about a hundred bytes, give or take a few","color":"007AFF"}"#;
     let now = Instant::now();
-    let mut chat = Chat::new(2000, 0);
+    // The default history: every broadcast line is also kept.
+    let mut chat = Chat::new(2000, 0, History::new(100, 1 << 20));
     let mut room = CountingRoom {
         peer: chat.new_peer(0, now),
         sent: 0,

@@ -1,7 +1,6 @@
 // The page against the v2 server features: history with message ids
 // (PROTOCOL.md section 9), announcements through the admin API (section 11)
-// and colours on join/rename events (section 4). Run only with
-// WSCHAT_E2E_V2=1 (scripts/test-e2e.sh), once the server has them.
+// and colours on join/rename events (section 4).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';

@@ -363,9 +363,61 @@ CHATS = {
 }
 
 
+# ----- admin_body -------------------------------------------------------------
+
+ADMIN_TOKEN = "fuzz-admin-token-0123"  # the token the admin_body target uses
+
+
+def admin(method, path, body=None, auth="Bearer " + ADMIN_TOKEN, extra=()):
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1:9000", "User-Agent: curl/7.88.1", "Accept: */*"]
+    if auth is not None:
+        lines.append("Authorization: " + auth)
+    lines.extend(extra)
+    data = body.encode() if isinstance(body, str) else (body or b"")
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+    return crlf(*lines) + data
+
+
+ADMIN = {
+    "users": admin("GET", "/api/users"),
+    "users_head": admin("HEAD", "/api/users"),
+    "publish": admin("POST", "/api/publish", '{"message":"Maintenance at 18:00"}'),
+    "publish_private": admin("POST", "/api/publish", '{"message":"psst","toname":" bob "}'),
+    "publish_toname_null": admin("POST", "/api/publish", '{"message":"hi","toname":null}'),
+    "publish_unicode": admin("POST", "/api/publish", '{"message":"  \\u00e9t\\u00e9 \\ud83d\\ude00  "}'),
+    "publish_wrong_types": admin("POST", "/api/publish", '{"message":5,"toname":[]}'),
+    "publish_empty": admin("POST", "/api/publish", '{"message":" \t "}'),
+    "publish_not_object": admin("POST", "/api/publish", '["message"]'),
+    "publish_lone_surrogate": admin("POST", "/api/publish", '{"message":"\\ud800"}'),
+    "publish_extra_bytes": admin("POST", "/api/publish", '{"message":"a"}') + b"GET / HTTP/1.1\r\n\r\n",
+    "publish_short_body": admin("POST", "/api/publish", "", extra=()).replace(b"Content-Length: 0", b"Content-Length: 40") + b'{"message":',
+    "publish_expect": admin("POST", "/api/publish", '{"message":"x"}', extra=("Expect: 100-continue",)),
+    "kick": admin("POST", "/api/kick", '{"name":"alice","reason":"spam"}'),
+    "kick_reason_null": admin("POST", "/api/kick", '{"name":"alice","reason":null}'),
+    "kick_long_reason": admin("POST", "/api/kick", '{"name":"a","reason":"' + "\u20ac" * 100 + '"}'),
+    "kick_emoji_reason": admin("POST", "/api/kick", '{"name":"a","reason":"' + "😀" * 40 + '"}'),
+    "kick_no_name": admin("POST", "/api/kick", '{"reason":"x"}'),
+    "no_token": admin("POST", "/api/kick", '{"name":"a"}', auth=None),
+    "wrong_token": admin("GET", "/api/users", auth="Bearer fuzz-admin-token-0124"),
+    "lower_bearer": admin("GET", "/api/users", auth="bearer    " + ADMIN_TOKEN),
+    "wrong_method": admin("DELETE", "/api/users"),
+    "no_such_path": admin("GET", "/api/nope"),
+    "chunked": crlf("POST /api/publish HTTP/1.1", "Host: x", "Authorization: Bearer " + ADMIN_TOKEN,
+                    "Transfer-Encoding: chunked") + b"5\r\nhello\r\n0\r\n\r\n",
+    "no_length": crlf("POST /api/publish HTTP/1.1", "Host: x", "Authorization: Bearer " + ADMIN_TOKEN),
+    "too_large": crlf("POST /api/publish HTTP/1.1", "Host: x", "Authorization: Bearer " + ADMIN_TOKEN,
+                      "Content-Length: 65537"),
+    "bad_length": crlf("POST /api/kick HTTP/1.1", "Host: x", "Authorization: Bearer " + ADMIN_TOKEN,
+                       "Content-Length: 3, 4"),
+    "bare_body_publish": b'{"message":" hello ","toname":""}',
+    "bare_body_kick": b'{"name":" eve ","reason":"  flooding  "}',
+}
+
+
 def main():
     shutil.rmtree(os.path.join(HERE, "corpus"), ignore_errors=True)
-    for target, seeds in (("http_head", HTTP), ("frame_decoder", FRAMES), ("chat_message", CHATS)):
+    for target, seeds in (("http_head", HTTP), ("frame_decoder", FRAMES), ("chat_message", CHATS), ("admin_body", ADMIN)):
         for name, data in seeds.items():
             write(target, name, data)
         print(f"{target}: {len(seeds)} seeds")

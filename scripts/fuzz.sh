@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of the request-head parser, the frame decoder and
-# the chat handler with cargo-fuzz (libFuzzer), each for a bounded time.
+# Coverage-guided fuzzing of the request-head parser, the frame decoder,
+# the chat handler and the admin API with cargo-fuzz (libFuzzer), each for
+# a bounded time.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]    (default 60, all targets)
 #
-# Targets: http_head, frame_decoder, chat_message (fuzz/fuzz_targets/).
+# Targets: http_head, frame_decoder, chat_message, admin_body (fuzz/fuzz_targets/).
 # Seeds come from fuzz/corpus/TARGET (committed); inputs libFuzzer finds
 # are kept in fuzz/work/TARGET (ignored by git) so later runs resume from
 # them. A crash leaves its input in fuzz/artifacts/TARGET/ and is printed as
@@ -30,7 +31,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(http_head frame_decoder chat_message)
+    targets=(http_head frame_decoder chat_message admin_body)
 fi
 case $seconds in
 '' | *[!0-9]* | 0)

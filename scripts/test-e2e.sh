@@ -7,12 +7,9 @@
 #   scripts/test-e2e.sh                       # builds target/debug/wschat first
 #   WSCHAT_BIN=target/release/wschat scripts/test-e2e.sh
 #   CI=true scripts/test-e2e.sh               # may apt-get install chromium
-#   WSCHAT_E2E_V2=1 scripts/test-e2e.sh       # also v2.test.mjs (history, announce, join colours)
 #
 # Extra arguments go to `node --test` (e.g. a single file: chat.test.mjs).
-# v2.test.mjs needs a server with the v2 features (PROTOCOL.md sections 4, 9,
-# 11): it runs only with WSCHAT_E2E_V2=1 (or when named as an argument), which
-# also makes the screenshot test photograph the v2 scene. Screenshots go to
+# Screenshots go to
 # target/screenshots/; scripts/update-screenshots.sh copies them into docs/.
 set -euo pipefail
 
@@ -57,7 +54,6 @@ fi
 cd e2e
 if [[ $# -eq 0 ]]; then
     for f in *.test.mjs; do
-        if [[ "$f" == v2.test.mjs && "${WSCHAT_E2E_V2:-}" != 1 ]]; then continue; fi
         set -- "$@" "$f"
     done
 fi

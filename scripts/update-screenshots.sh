@@ -2,8 +2,8 @@
 # Retakes the README screenshots on purpose: runs the screenshot test (which
 # writes target/screenshots/ only) and copies the pictures into docs/.
 #
-#   scripts/update-screenshots.sh                  # today's scene
-#   WSCHAT_E2E_V2=1 scripts/update-screenshots.sh  # with history and an announcement (v2 server)
+#   scripts/update-screenshots.sh                  # history, an announcement, two people
+#   WSCHAT_E2E_V2=0 scripts/update-screenshots.sh  # the plain scene
 #
 # Check the new pictures (git diff --stat docs/, an image viewer) before committing them.
 set -euo pipefail

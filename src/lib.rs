@@ -19,10 +19,14 @@
 //! - [`app`]: what runs on top, behind one [`app::Service`] interface:
 //!   [`app::routes`] (the page, `/healthz`, `/metrics`), [`app::chat`] (the
 //!   JSON chat of PROTOCOL sections 3-5: requests become [`app::chat::ChatEvent`]s,
-//!   applied in one order) and [`app::echo`] (section 6).
+//!   applied in one order) and [`app::echo`] (section 6);
+//!   [`app::history`] keeps the broadcasts a new connection receives and
+//!   makes their ids (section 9); [`app::admin`] decides the admin API's
+//!   requests (section 11).
 //! - [`cluster`]: with `--redis`, the bridge threads between the loop and
 //!   the Redis that orders every node's chat events (PROTOCOL section 12);
 //!   [`app::chat::cluster`] is the chat's side of it.
+//! - [`console`]: `--console`, standard input read on its own thread.
 //! - [`config`]: the command line and `WSCHAT_*` variables; [`metrics`]: the
 //!   counters behind `/metrics`.
 
@@ -31,6 +35,7 @@
 pub mod app;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod metrics;
 pub mod server;

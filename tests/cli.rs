@@ -323,3 +323,66 @@ fn sigterm_with_a_silent_client_exits_after_the_shutdown_timeout() {
     assert!(took <= Duration::from_millis(2500), "exited after {took:?}");
     let _ = server.stderr_text();
 }
+
+#[test]
+fn bad_admin_tokens_exit_2_with_one_line_and_never_echo_the_token() {
+    let dir = std::env::temp_dir().join(format!("wschat-cli-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good_file = dir.join("good");
+    std::fs::write(&good_file, "\n  file-token-0123456789abcdef \n").unwrap();
+    let short_file = dir.join("short");
+    std::fs::write(&short_file, "tiny-secret\n").unwrap();
+    let good_file = good_file.to_str().unwrap();
+    let short_file = short_file.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec!["--admin-token", "tiny-secret"],
+            "--admin-token",
+            "tiny-secret",
+        ),
+        (
+            vec!["--admin-token", "has spaces in it but long"],
+            "--admin-token",
+            "has spaces",
+        ),
+        (
+            vec!["--admin-token-file", short_file],
+            "--admin-token-file",
+            "tiny-secret",
+        ),
+        (
+            vec![
+                "--admin-token",
+                "cli-token-0123456789abcdef",
+                "--admin-token-file",
+                good_file,
+            ],
+            "--admin-token",
+            "0123456789abcdef",
+        ),
+    ];
+    for (args, names, secret) in cases {
+        let (status, stdout, stderr) = run_to_exit(local(&args), EXIT_WITHIN);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr:?}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout:?}");
+        assert_eq!(non_empty_lines(&stderr).len(), 1, "{args:?}: {stderr:?}");
+        assert!(stderr.contains(names), "{args:?}: {stderr:?}");
+        assert!(!stderr.contains(secret), "the token was echoed: {stderr:?}");
+    }
+    let mut cmd = local(&[]);
+    cmd.env("WSCHAT_ADMIN_TOKEN", "short");
+    let (status, _, stderr) = run_to_exit(cmd, EXIT_WITHIN);
+    assert_eq!(status.code(), Some(2), "{stderr:?}");
+    assert_eq!(non_empty_lines(&stderr).len(), 1, "{stderr:?}");
+    assert!(stderr.contains("WSCHAT_ADMIN_TOKEN"), "{stderr:?}");
+    // The file's token, trimmed, opens the API.
+    let server = BinServer::start(local(&["--admin-token-file", good_file]));
+    let auth = "Authorization: Bearer file-token-0123456789abcdef";
+    let response = raw::http(
+        server.addr,
+        &raw::request("GET /api/users HTTP/1.1", &["Host: x", auth]),
+    );
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

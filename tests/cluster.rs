@@ -741,3 +741,125 @@ fn a_node_that_died_while_redis_was_away_is_given_up() {
     alice.expect_quiet();
     bob.expect_quiet();
 }
+
+/// Section 9 in a cluster: every node serves the same history, with the
+/// ids the lines were delivered with, and it outlives the node they were
+/// sent to.
+#[test]
+fn history_is_shared_and_outlives_a_node() {
+    let redis = Redis::start();
+    let mut a = node(&redis, "hist");
+    let b = node(&redis, "hist");
+    let mut alice = joined(a.addr, "alice", "AA0000");
+    let (mut bob, _) = Client::chat_at(b.addr, "/");
+    let mut delivered = Vec::new();
+    for k in 0..3 {
+        alice.send(json!({"message": format!("line {k}")}));
+        let m = until(&mut bob, |m| m["type"] == "usermsg");
+        delivered.push(m.last().unwrap().clone());
+    }
+    // A private line is never kept.
+    alice.send(json!({"message": "secret", "toname": "alice"}));
+    until(&mut alice, |m| m["message"] == "secret");
+    let (_, _, history) = Client::greeted(b.addr, "/");
+    assert_eq!(history["messages"], json!(delivered), "history on node b");
+    bob.send(json!({"type": "history"}));
+    assert_eq!(bob.recv()["messages"], json!(delivered));
+
+    // Node a goes; a node started afterwards serves the same history.
+    a.sigterm();
+    assert!(a.wait_exit(Duration::from_secs(4)).is_some());
+    let c = node(&redis, "hist");
+    let (_, _, history) = Client::greeted(c.addr, "/");
+    assert_eq!(history["messages"], json!(delivered), "history on node c");
+}
+
+const TOKEN: &str = "cluster-admin-token-0123456789";
+
+/// An authorised admin request to `addr`.
+fn admin(addr: SocketAddr, method_path: &str, body: Option<Value>) -> (u16, Value) {
+    let body = body.map(|b| b.to_string());
+    let mut head =
+        format!("{method_path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n");
+    if let Some(body) = &body {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    head.push_str(body.as_deref().unwrap_or_default());
+    let response = raw::http(addr, &head);
+    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    (response.status, json)
+}
+
+/// Section 11 in a cluster: users of every node, announcements and kicks
+/// reach the other nodes, and a node without Redis answers 503.
+#[test]
+fn the_admin_api_acts_on_the_whole_cluster() {
+    let mut redis = Redis::start();
+    let a = node_on(&redis, "admin", 0, &["--admin-token", TOKEN]);
+    let b = node_on(&redis, "admin", 0, &["--admin-token", TOKEN]);
+    let mut alice = joined(a.addr, "alice", "AA0000");
+    let mut bob = joined(b.addr, "bob", "BB0000");
+    drain(&mut alice);
+
+    let (status, users) = admin(a.addr, "GET /api/users", None);
+    assert_eq!(status, 200, "{users}");
+    assert_eq!(user_names(&users), ["alice", "bob"]);
+
+    let (status, answer) = admin(
+        a.addr,
+        "POST /api/publish",
+        Some(json!({"message": "hi all"})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["id"].as_str().expect("an id");
+    for c in [&mut alice, &mut bob] {
+        assert_fields(
+            &c.recv(),
+            &json!({"type": "system", "event": "announce", "message": "hi all", "id": id}),
+        );
+    }
+    let (status, _) = admin(
+        a.addr,
+        "POST /api/publish",
+        Some(json!({"message": "just you", "toname": "BOB"})),
+    );
+    assert_eq!(status, 200);
+    let private = bob.recv();
+    assert_fields(
+        &private,
+        &json!({"event": "announce", "message": "just you"}),
+    );
+    assert!(private.get("id").is_none(), "{private}");
+    alice.expect_quiet();
+
+    // A kick sent to node a closes bob on node b; everyone sees him leave.
+    let (status, _) = admin(
+        a.addr,
+        "POST /api/kick",
+        Some(json!({"name": "bob", "reason": "spam"})),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(bob.expect_close(), Some(1008));
+    assert!(is_event(&alice.recv(), "leave", "bob"));
+    let (status, body) = admin(a.addr, "POST /api/kick", Some(json!({"name": "bob"})));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("unknown_user"))
+    );
+
+    // Without Redis: check 8.
+    redis.kill();
+    let start = Instant::now();
+    while health(a.addr).0 != 503 {
+        assert!(start.elapsed() < Duration::from_secs(3), "a still healthy");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, body) = admin(a.addr, "POST /api/publish", Some(json!({"message": "x"})));
+    assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")));
+    let (status, body) = admin(a.addr, "GET /api/users", None);
+    assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")));
+    // Checks 1-7 still come first.
+    let (status, _) = admin(a.addr, "POST /api/publish", Some(json!({"message": ""})));
+    assert_eq!(status, 400);
+}

@@ -181,6 +181,7 @@ fn handshake_and_first_frame_in_one_write() {
     raw::assert_switching(&response, &key);
     let users = raw.read_json();
     assert_eq!(users["type"], "users", "{users}");
+    assert_eq!(raw.read_json()["type"], "history");
     let join = raw.read_json();
     assert_eq!(join["event"], "join", "{join}");
     assert_eq!(join["name"], "early", "{join}");
@@ -586,6 +587,7 @@ fn frames_after_the_head_do_not_count_toward_the_head_limit() {
     let response = raw.read_head();
     raw::assert_switching(&response, &key);
     assert_eq!(raw.read_json()["type"], "users");
+    assert_eq!(raw.read_json()["type"], "history");
     assert_eq!(raw.read_json()["event"], "join");
     for _ in 0..6 {
         let msg = raw.read_json();
@@ -612,6 +614,7 @@ fn head_and_frames_may_arrive_one_byte_at_a_time() {
     let response = raw.read_head();
     raw::assert_switching(&response, &key);
     assert_eq!(raw.read_json()["type"], "users");
+    assert_eq!(raw.read_json()["type"], "history");
     let join = raw.read_json();
     assert_eq!(join["event"], "join", "{join}");
     assert_eq!(join["name"], "slowpoke");

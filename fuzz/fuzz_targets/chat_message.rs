@@ -23,7 +23,10 @@
 //! - a rejected message changes nothing: the sender gets one `error`,
 //!   nobody else gets anything, its name and colour stay;
 //! - a `usermsg` text is trimmed, non-empty and within the limit; colours
-//!   are six upper-case hex digits;
+//!   are six upper-case hex digits; broadcasts carry an `id`, private
+//!   lines none;
+//! - an opened connection gets `users` then `history` (kept: broadcast
+//!   lines only, each with its id), and nobody else hears of it;
 //! - the only close the chat asks for is 1008 (flooding).
 #![no_main]
 
@@ -33,6 +36,7 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 use wschat::app::chat::{Chat, ChatPeer, MAX_NAME_CHARS, Room};
+use wschat::app::history::History;
 use wschat::engine::close::CloseCode;
 use wschat::engine::frame::{Decoder, Event};
 
@@ -81,6 +85,14 @@ fn decode(frame: &[u8], max_chars: usize) -> Value {
             check_color(&object["color"]);
             check_name(&object["name"]);
             assert!(object["ts"].is_u64());
+            // Broadcasts carry an id, private lines none (section 9).
+            assert_eq!(object.contains_key("id"), !object.contains_key("toname"));
+        }
+        "history" => {
+            for kept in object["messages"].as_array().expect("messages") {
+                assert_eq!(kept["type"], "usermsg", "{kept}");
+                assert!(kept["id"].is_string() && kept.get("toname").is_none());
+            }
         }
         "system" => {
             let event = object["event"].as_str().expect("event");
@@ -186,7 +198,7 @@ fuzz_target!(|data: &[u8]| {
         Some([b'!', rate, max, ..]) => (u32::from(*rate % 4), usize::from(*max % 40) + 1),
         _ => (0, 10),
     };
-    let mut chat = Chat::new(max_chars, rate);
+    let mut chat = Chat::new(max_chars, rate, History::new(5, 4096));
     let mut room = FuzzRoom {
         max_chars,
         ..FuzzRoom::default()
@@ -206,8 +218,9 @@ fuzz_target!(|data: &[u8]| {
                     entry.insert(chat.new_peer(slot, now));
                     chat.on_open(&mut room, slot);
                     let got = room.inbox.remove(&slot).unwrap_or_default();
-                    assert_eq!(got.len(), 1);
+                    assert_eq!(got.len(), 2);
                     assert_eq!(got[0]["type"], "users");
+                    assert_eq!(got[1]["type"], "history");
                     assert!(room.inbox.is_empty(), "others told of an unnamed open");
                 }
             }
@@ -235,8 +248,10 @@ fuzz_target!(|data: &[u8]| {
                     if room.closes.is_empty() {
                         assert_eq!(mine.len(), 1);
                     }
-                } else if !mine.is_empty() && mine.iter().all(|m| m["type"] == "users") {
-                    assert_eq!(room.inbox.len(), 1, "a users reply reached others");
+                } else if !mine.is_empty()
+                    && mine.iter().all(|m| m["type"] == "users" || m["type"] == "history")
+                {
+                    assert_eq!(room.inbox.len(), 1, "a users or history reply reached others");
                 }
                 // Closes asked for are carried out after the message, as the
                 // server's `settle` does.

@@ -12,8 +12,10 @@
 //! [`Wschat`] is the service this server runs: the plain routes
 //! ([`routes`]), the chat ([`chat`]) and the echo application ([`echo`]).
 
+pub mod admin;
 pub mod chat;
 pub mod echo;
+pub mod history;
 pub mod routes;
 mod service;
 
@@ -73,9 +75,11 @@ pub struct Response {
 pub enum Answer<P> {
     Respond(Response),
     /// Read a body of `length` bytes (within the handshake timeout), then
-    /// call [`Service::on_body`] with `pending`.
+    /// call [`Service::on_body`] with `pending`. With `send_continue` (the
+    /// request said `Expect: 100-continue`) a `100 Continue` goes first.
     ReadBody {
         length: usize,
+        send_continue: bool,
         pending: P,
     },
     /// Switch to WebSocket; `peer` becomes the connection's state.

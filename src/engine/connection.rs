@@ -357,9 +357,13 @@ impl Connection {
     }
 
     /// Reads a request body of `length` bytes before answering; the
-    /// handshake timeout keeps running.
-    pub fn expect_body(&mut self, length: usize) {
+    /// handshake timeout keeps running. With `send_continue` (the request
+    /// said `Expect: 100-continue`) a `100 Continue` is queued first.
+    pub fn expect_body(&mut self, length: usize, send_continue: bool) {
         if let Phase::Requested = self.phase {
+            if send_continue && length > 0 {
+                self.out.extend_from_slice(http::CONTINUE);
+            }
             self.phase = Phase::ReadingBody {
                 body: Vec::with_capacity(length.min(64 * 1024)),
                 length,

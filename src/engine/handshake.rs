@@ -68,9 +68,7 @@ pub fn decide(request: &Request<'_>, allowed_origins: &[String]) -> Decision {
     if !is_get && request.method != "HEAD" {
         return Decision::Reject(Rejection::Method);
     }
-    let attempt = is_get
-        && (request.header("Upgrade").is_some() || request.header("Sec-WebSocket-Key").is_some());
-    if !attempt {
+    if !is_attempt(request) {
         return Decision::Plain { head_only: !is_get };
     }
     let key = request.header("Sec-WebSocket-Key").unwrap_or_default();
@@ -102,6 +100,13 @@ pub fn decide(request: &Request<'_>, allowed_origins: &[String]) -> Decision {
         accept: accept_key(key),
         subprotocol,
     }
+}
+
+/// A handshake attempt (section 2): GET with an `Upgrade` or a
+/// `Sec-WebSocket-Key` header. Everything else is plain HTTP.
+pub fn is_attempt(request: &Request<'_>) -> bool {
+    request.method == "GET"
+        && (request.header("Upgrade").is_some() || request.header("Sec-WebSocket-Key").is_some())
 }
 
 /// "a base64-encoded value that, when decoded, is 16 bytes in length".

@@ -22,6 +22,10 @@ pub fn find_head_end(buf: &[u8], searched: usize) -> Option<usize> {
         .map(|i| from + i + 4)
 }
 
+/// The interim answer to `Expect: 100-continue` (RFC 9110 section 10.1.1):
+/// clients such as curl wait for it before sending a larger body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// A parsed request head.
 #[derive(Debug)]
 pub struct Request<'a> {
@@ -120,9 +124,12 @@ pub fn reason_phrase(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

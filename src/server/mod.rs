@@ -27,6 +27,7 @@
 
 use crate::app::{Service, Wschat};
 use crate::config::Config;
+use crate::console::Console;
 use crate::engine::close::CloseCode;
 use crate::engine::connection::{Connection, Expiry, Limits};
 use crate::engine::http;
@@ -218,12 +219,17 @@ pub struct Server<S: Service = Wschat> {
 
 impl Server<Wschat> {
     /// Binds the listening socket (port 0 picks a free one) and prepares
-    /// the loop with the chat service.
+    /// the loop with the chat service; with `--console`, starts reading
+    /// standard input, which wakes the loop (PROTOCOL section 11).
     pub fn bind(config: Config) -> io::Result<Server<Wschat>> {
         let service = Wschat::new(&config);
         let mut server = Server::bind_service(config, service)?;
         let waker = server.waker();
         server.service.start_cluster(&server.config, waker);
+        if server.config.console {
+            let console = Console::stdin(server.config.max_chat_chars, server.waker())?;
+            server.service.attach_console(console);
+        }
         Ok(server)
     }
 }

@@ -213,10 +213,15 @@ impl<S: Service> Server<S> {
         let answer = self.with_service(|service, room| service.on_request(t, &request, addr, room));
         match answer {
             Answer::Respond(response) => self.respond(t, response, request.path),
-            Answer::ReadBody { length, pending } => {
+            Answer::ReadBody {
+                length,
+                send_continue,
+                pending,
+            } => {
                 if let Some(slot) = self.conns.get_mut(t) {
                     slot.app = Some(pending);
-                    slot.conn.expect_body(length);
+                    // A `100 Continue` is written with the rest after input.
+                    slot.conn.expect_body(length, send_continue);
                 }
             }
             Answer::Upgrade {

@@ -69,13 +69,28 @@ impl Client {
         Client { ws }
     }
 
-    /// Opens a chat connection and returns it with its `users` snapshot.
+    /// Opens a chat connection and returns it with its `users` snapshot;
+    /// the `history` message that follows it (section 9, on by default) is
+    /// checked and consumed.
     pub fn chat_at(addr: SocketAddr, path: &str) -> (Client, Value) {
+        let (client, users, history) = Client::greeted(addr, path);
+        assert!(history["messages"].is_array(), "{history}");
+        (client, users)
+    }
+
+    /// Opens a chat connection and returns it with its greeting: the
+    /// `users` snapshot, then the `history` message.
+    pub fn greeted(addr: SocketAddr, path: &str) -> (Client, Value, Value) {
         let mut client = Client::connect(addr, path);
         let users = client.recv();
         assert_eq!(users["type"], "users", "first message after 101: {users}");
         assert!(users["users"].is_array(), "{users}");
-        (client, users)
+        let history = client.recv();
+        assert_eq!(
+            history["type"], "history",
+            "second message after 101: {history}"
+        );
+        (client, users, history)
     }
 
     /// A chat connection at `/`, snapshot consumed.

@@ -604,11 +604,15 @@ pub fn ws(addr: SocketAddr, path: &str) -> Raw {
     raw
 }
 
-/// Opens a chat WebSocket (raw) and consumes the initial `users` snapshot.
+/// Opens a chat WebSocket (raw) and consumes the greeting: the `users`
+/// snapshot, then the `history` message (section 9, on by default).
 pub fn chat(addr: SocketAddr) -> Raw {
     let mut raw = ws(addr, "/");
     let users = raw.read_json();
     assert_eq!(users["type"], "users", "first chat message: {users}");
+    let history = raw.read_json();
+    assert_eq!(history["type"], "history", "second chat message: {history}");
+    assert!(history["messages"].is_array(), "{history}");
     raw
 }
 

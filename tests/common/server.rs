@@ -2,7 +2,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -110,9 +110,21 @@ impl BinServer {
     /// Starts `cmd` (which must ask for port 0 on 127.0.0.1) and waits for
     /// its `listening on http://127.0.0.1:PORT/` line.
     pub fn start(mut cmd: Command) -> BinServer {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null());
+        BinServer::spawn(cmd)
+    }
+
+    /// [`BinServer::start`] with standard input a pipe (for `--console`);
+    /// dropping the returned end is end of input.
+    pub fn start_piped(mut cmd: Command) -> (BinServer, ChildStdin) {
+        cmd.stdin(Stdio::piped());
+        let mut server = BinServer::spawn(cmd);
+        let stdin = server.child.stdin.take().expect("piped stdin");
+        (server, stdin)
+    }
+
+    fn spawn(mut cmd: Command) -> BinServer {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn wschat binary");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();

@@ -302,6 +302,9 @@ impl ChatCluster {
                 }
                 Notice::NodesAlive(_) => {}
                 Notice::NewEpoch => {
+                    // Redis's history is gone too; the new stream's
+                    // broadcasts, replayed next, start it again.
+                    chat.reset_history(Vec::new());
                     let mut seen = HashSet::new();
                     seen.insert(self.node);
                     self.roll_call = Some((now + self.node_timeout, seen));
@@ -373,6 +376,7 @@ impl ChatCluster {
             };
             (h.name, color, by)
         }));
+        chat.reset_history(self.history());
         self.seeded = true;
     }
 
@@ -610,13 +614,17 @@ fn origin(event: &ChatEvent) -> Option<Origin> {
     }
 }
 
-/// Gives a broadcast line or announcement the id of its stream entry
-/// (section 9: unique across the cluster and its restarts); true if the
+/// Gives a broadcast line or announcement without an id the id of its
+/// stream entry (section 9: unique across the cluster and its restarts);
+/// one the proposing node already gave an id (unique across processes too,
+/// and already returned by `POST /api/publish`) keeps it. True if the
 /// event carries an id.
 fn set_id(event: &mut ChatEvent, stream_id: &str) -> bool {
     match event {
         ChatEvent::Message { id, to: None, .. } | ChatEvent::Announce { id, to: None, .. } => {
-            *id = Some(stream_id.to_string());
+            if id.is_none() {
+                *id = Some(stream_id.to_string());
+            }
             true
         }
         _ => false,
@@ -672,7 +680,7 @@ mod tests {
 
     #[test]
     fn a_rename_claims_the_new_name_and_releases_the_old() {
-        let chat = Chat::new(100, 0);
+        let chat = Chat::new(100, 0, crate::app::history::History::new(10, 1 << 20));
         let p = Proposal {
             events: vec![ChatEvent::Rename {
                 by: by(),
@@ -695,7 +703,7 @@ mod tests {
 
     #[test]
     fn a_line_with_a_claim_is_one_proposal_kept_in_history() {
-        let chat = Chat::new(100, 0);
+        let chat = Chat::new(100, 0, crate::app::history::History::new(10, 1 << 20));
         let line = ChatEvent::Message {
             by: by(),
             name: "Al".into(),

@@ -24,6 +24,7 @@ mod wire;
 pub use event::{ChatEvent, Color, Origin};
 pub use request::MAX_NAME_CHARS;
 
+use super::history::{History, IdGenerator};
 use crate::engine::close::CloseCode;
 use request::{RateBucket, Rejection, Request, reject, valid_name};
 use std::collections::HashMap;
@@ -101,6 +102,10 @@ pub struct Chat {
     /// `unavailable` (section 4, check 3a).
     pub unavailable: bool,
     wire: Wire,
+    /// The last broadcasts, for newcomers and `{"type":"history"}`.
+    history: History,
+    /// Ids of broadcast lines and announcements (section 9).
+    ids: IdGenerator,
     /// The framed user list, kept until presence changes.
     users_frame: Vec<u8>,
     users_valid: bool,
@@ -120,9 +125,12 @@ impl ChatPeer {
         self.uid
     }
 }
+/// An announcement's `toname` or a kick's `name` names nobody connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownUser;
 
 impl Chat {
-    pub fn new(max_chat_chars: usize, rate: u32) -> Chat {
+    pub fn new(max_chat_chars: usize, rate: u32, history: History) -> Chat {
         Chat {
             names: HashMap::new(),
             max_chat_chars,
@@ -131,6 +139,8 @@ impl Chat {
             path: EventPath::Local,
             unavailable: false,
             wire: Wire::new(),
+            history,
+            ids: IdGenerator::new(),
             users_frame: Vec::new(),
             users_valid: false,
             users_builds: 0,
@@ -181,6 +191,38 @@ impl Chat {
         self.users_valid = false;
     }
 
+    /// Replaces the history with these events' broadcasts, oldest first (a
+    /// cluster node taking the shared history from Redis); nobody is told.
+    pub fn reset_history(&mut self, events: impl IntoIterator<Item = ChatEvent>) {
+        self.history.clear();
+        for event in events {
+            match event {
+                ChatEvent::Message {
+                    name,
+                    color,
+                    text,
+                    ts,
+                    id,
+                    to: None,
+                    ..
+                } => {
+                    self.wire
+                        .usermsg(&name, &text, color, ts, id.as_deref(), None);
+                }
+                ChatEvent::Announce {
+                    text,
+                    ts,
+                    id,
+                    to: None,
+                } => {
+                    self.wire.announce(&text, ts, id.as_deref());
+                }
+                _ => continue,
+            }
+            self.history.push(self.wire.json());
+        }
+    }
+
     /// Every name with its holder.
     pub fn holders(&self) -> impl Iterator<Item = (Origin, &str)> {
         self.names.values().map(|h| (h.by, &*h.name))
@@ -189,6 +231,16 @@ impl Chat {
     /// Every named user with colour (for `GET /api/users`).
     pub fn users(&self) -> impl Iterator<Item = (&str, Color)> {
         self.names.values().map(|h| (&*h.name, h.color))
+    }
+
+    /// The history kept (for its gauges).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Whether somebody holds `name` (case-insensitively).
+    pub fn is_named(&self, name: &str) -> bool {
+        self.names.contains_key(&name.to_lowercase())
     }
 
     /// State for a connection that just opened in `slot`.
@@ -203,10 +255,55 @@ impl Chat {
         }
     }
 
-    /// A connection opened: it receives the current user list.
+    /// A connection opened: it receives the current user list, then the
+    /// history (unless `--history 0`).
     pub fn on_open(&mut self, room: &mut impl Room, slot: usize) {
         let frame = self.users_frame();
         room.send(slot, frame);
+        if let Some(frame) = self.history.frame() {
+            room.send(slot, frame);
+        }
+    }
+
+    /// An operator's announcement (section 11): to everyone, with a fresh
+    /// id that is returned, or privately to `to` without one.
+    pub fn announce(
+        &mut self,
+        room: &mut impl Room,
+        text: String,
+        to: Option<String>,
+    ) -> Result<Option<String>, UnknownUser> {
+        if to.as_deref().is_some_and(|to| !self.is_named(to)) {
+            return Err(UnknownUser);
+        }
+        let id = to.is_none().then(|| self.ids.next_id());
+        let event = ChatEvent::Announce {
+            text,
+            ts: unix_millis(),
+            id: id.clone(),
+            to,
+        };
+        self.submit(room, vec![event]);
+        Ok(id)
+    }
+
+    /// An operator removes the holder of `name` (section 11) with the
+    /// close reason `reason`; its leave follows as for any close.
+    pub fn kick(
+        &mut self,
+        room: &mut impl Room,
+        name: &str,
+        reason: String,
+    ) -> Result<(), UnknownUser> {
+        if !self.is_named(name) {
+            return Err(UnknownUser);
+        }
+        let event = ChatEvent::Kick {
+            name: name.to_string(),
+            reason,
+        };
+        self.submit(room, vec![event]);
+        Ok(())
     }
 
     /// The framed user list, rebuilt only after presence changed.
@@ -303,7 +400,13 @@ impl Chat {
                 room.send(slot, frame);
                 Ok(())
             }
-            Request::History => Ok(()),
+            Request::History => {
+                // With `--history 0` the request is ignored (section 9).
+                if let Some(frame) = self.history.frame() {
+                    room.send(slot, frame);
+                }
+                Ok(())
+            }
             Request::Join { name, color } => {
                 let name = self.check_name(by, &name)?;
                 let color = color.unwrap_or(current_color);
@@ -341,7 +444,7 @@ impl Chat {
                 }
                 // 8. The recipient.
                 if let Some(to) = &toname
-                    && !self.names.contains_key(&to.to_lowercase())
+                    && !self.is_named(to)
                 {
                     return Err(reject("unknown_user", format!("nobody is called {to}")));
                 }
@@ -357,7 +460,8 @@ impl Chat {
                     color,
                     text: text.to_string(),
                     ts: unix_millis(),
-                    id: None,
+                    // Broadcasts carry an id, private lines none (section 9).
+                    id: toname.is_none().then(|| self.ids.next_id()),
                     to: toname,
                 });
                 self.submit(room, events);
@@ -455,6 +559,7 @@ impl Chat {
                         .wire
                         .usermsg(&name, &text, color, ts, id.as_deref(), None);
                     room.broadcast(frame);
+                    self.history.push(self.wire.json());
                     return;
                 };
                 // The recipient must still be there (it was checked when
@@ -488,7 +593,10 @@ impl Chat {
             ChatEvent::Announce { text, ts, id, to } => {
                 let frame = self.wire.announce(&text, ts, id.as_deref());
                 match to {
-                    None => room.broadcast(frame),
+                    None => {
+                        room.broadcast(frame);
+                        self.history.push(self.wire.json());
+                    }
                     Some(to) => {
                         let frame = frame.to_vec();
                         if let Some(by) = self.names.get(&to.to_lowercase()).map(|h| h.by)

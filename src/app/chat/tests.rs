@@ -1,6 +1,7 @@
 //! Unit tests of the parent module.
 
 use super::*;
+use crate::app::history::History;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -44,8 +45,11 @@ struct Fixture {
 
 impl Fixture {
     fn new(rate: u32) -> Fixture {
+        Fixture::with_history(rate, 3)
+    }
+    fn with_history(rate: u32, history: usize) -> Fixture {
         Fixture {
-            chat: Chat::new(10, rate),
+            chat: Chat::new(10, rate, History::new(history, 1 << 20)),
             room: TestRoom::default(),
             now: Instant::now(),
         }
@@ -310,9 +314,8 @@ fn users_and_history_requests_ignore_other_fields() {
     f.take(1);
     f.say(1, r#"{"type":"users","name":5,"message":[]}"#);
     assert_eq!(f.take(1)[0]["type"], "users");
-    // Without history (not yet kept here) the request gets no answer.
     f.say(1, r#"{"type":"history","name":5}"#);
-    assert!(f.take(1).is_empty());
+    assert_eq!(f.take(1)[0]["type"], "history");
 }
 
 #[test]
@@ -335,4 +338,83 @@ fn the_users_frame_is_built_once_per_presence_change() {
     assert_eq!(f.chat.users_builds, builds + 1, "rebuilt once after a join");
     let users = f.take(3);
     assert_eq!(users.last().unwrap()["users"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn broadcasts_get_ids_and_are_kept_private_lines_and_events_are_not() {
+    let mut f = Fixture::new(0);
+    f.open(1);
+    f.open(2);
+    assert_eq!(
+        f.take(1)[1],
+        serde_json::json!({"type": "history", "messages": []})
+    );
+    f.say(1, r#"{"name":"alice","message":"one"}"#);
+    f.say(2, r#"{"name":"bob","message":"psst","toname":"ALICE"}"#);
+    let msgs = f.take(1);
+    let line = msgs.iter().find(|m| m["message"] == "one").unwrap();
+    let private = msgs.iter().find(|m| m["message"] == "psst").unwrap();
+    assert!(line["id"].is_string(), "{line}");
+    assert!(private.get("id").is_none(), "{private}");
+    let id = f.chat.announce(&mut f.room, "note".into(), None).unwrap();
+    assert!(id.is_some());
+    assert_eq!(
+        f.chat
+            .announce(&mut f.room, "only you".into(), Some("Bob".into())),
+        Ok(None)
+    );
+    assert_eq!(
+        f.chat
+            .announce(&mut f.room, "x".into(), Some("carol".into())),
+        Err(UnknownUser)
+    );
+    f.take(1);
+    f.say(1, r#"{"type":"history"}"#);
+    let history = f.take(1).remove(0);
+    let kept = history["messages"].as_array().unwrap();
+    // Exactly what was delivered: the line, then the announcement.
+    assert_eq!(kept[0], *line);
+    assert_eq!(kept[1]["event"], "announce");
+    assert_eq!(kept[1]["id"], serde_json::json!(id));
+    assert_eq!(kept.len(), 2);
+    assert_ne!(kept[0]["id"], kept[1]["id"]);
+}
+
+#[test]
+fn history_limit_and_history_zero() {
+    let mut f = Fixture::new(0);
+    f.open(1);
+    for i in 0..5 {
+        f.say(1, &format!(r#"{{"name":"a","message":"m{i}"}}"#));
+    }
+    f.take(1);
+    f.open(2);
+    let greeting = f.take(2);
+    let texts: Vec<&str> = greeting[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["m2", "m3", "m4"]);
+
+    let mut f = Fixture::with_history(0, 0);
+    f.open(1);
+    assert_eq!(f.take(1).len(), 1, "users only");
+    f.say(1, r#"{"type":"history"}"#);
+    assert!(f.take(1).is_empty());
+}
+
+#[test]
+fn kicks_close_the_holder_or_name_nobody() {
+    let mut f = Fixture::new(0);
+    f.open(1);
+    f.say(1, r#"{"type":"join","name":"Eve"}"#);
+    assert_eq!(
+        f.chat.kick(&mut f.room, "nobody", "kicked".into()),
+        Err(UnknownUser)
+    );
+    assert!(f.room.closed.is_empty());
+    assert_eq!(f.chat.kick(&mut f.room, "EVE", "kicked".into()), Ok(()));
+    assert_eq!(f.room.closed, [(1, 1008)]);
 }

@@ -21,6 +21,12 @@ impl Wire {
         }
     }
 
+    /// The JSON of the message last built (what its frame carries): the
+    /// history keeps it exactly as delivered.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+
     fn seal(&mut self) -> &[u8] {
         self.frame.clear();
         encode_frame(&mut self.frame, Opcode::Text, &self.json);

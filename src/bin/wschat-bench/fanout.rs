@@ -196,7 +196,8 @@ impl Rx {
                     self.joined_count += 1;
                 }
             }
-            Some("users") => {}
+            // The greeting (and its history, PROTOCOL section 9).
+            Some("users" | "history") => {}
             Some("error") => {
                 let code = field("code").unwrap_or("?");
                 *self

@@ -147,12 +147,36 @@ fn any_frame_answers_the_keepalive() {
 }
 
 #[test]
+fn expect_continue_queues_100_before_the_body() {
+    let now = Instant::now();
+    let mut c = Connection::new(now, &limits());
+    let mut input: &[u8] = b"POST /api/x HTTP/1.1\r\nContent-Length: 2\r\n\r\n";
+    assert!(matches!(c.step(&mut input, now, &limits()), Step::Head(_)));
+    c.expect_body(2, true);
+    assert_eq!(c.output(), b"HTTP/1.1 100 Continue\r\n\r\n");
+    let mut body: &[u8] = b"{}";
+    assert_eq!(
+        c.step(&mut body, now, &limits()),
+        Step::Body(b"{}".to_vec())
+    );
+    // An empty body needs no invitation.
+    let mut c = Connection::new(now, &limits());
+    let mut input: &[u8] = b"POST /api/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+    assert!(matches!(c.step(&mut input, now, &limits()), Step::Head(_)));
+    c.expect_body(0, true);
+    assert!(c.output().is_empty());
+    let mut none: &[u8] = b"";
+    assert_eq!(c.step(&mut none, now, &limits()), Step::Body(Vec::new()));
+}
+
+#[test]
 fn body_is_collected_then_the_rest_ignored() {
     let now = Instant::now();
     let mut c = Connection::new(now, &limits());
     let mut input: &[u8] = b"POST /api/x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel";
     assert!(matches!(c.step(&mut input, now, &limits()), Step::Head(_)));
-    c.expect_body(5);
+    c.expect_body(5, false);
+    assert!(c.output().is_empty());
     assert_eq!(c.step(&mut input, now, &limits()), Step::NeedMore);
     let mut more: &[u8] = b"lo and more";
     assert_eq!(
