@@ -99,5 +99,22 @@ check "the token is not in the log" bash -c "! grep -q announce-test-token '$WSC
 check "the admin requests are logged" grep -q 'admin request from 127.0.0.1:[0-9]*: POST /api/publish -> 200' "$WSCHAT_RUN_DIR/wschat.log"
 check "stop.sh stops the admin server" "$root/scripts/stop.sh"
 
+# scripts/cluster.sh: Redis plus two nodes sharing one free port, then stop.
+export WSCHAT_CLUSTER_DIR="$WSCHAT_RUN_DIR/cluster"
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+out="$("$root/scripts/cluster.sh" start -n 2 -p "$port" -- --host 127.0.0.1 2>&1)"
+echo "$out"
+check "cluster.sh starts two nodes" grep -q 'cluster running: 2 node' <<<"$out"
+status_out="$("$root/scripts/cluster.sh" status)"
+check "cluster.sh status lists redis and both nodes" [ "$(grep -c ': running' <<<"$status_out")" -eq 3 ]
+check "the shared port answers /healthz" bash -c "[ \"\$(curl -fsS --max-time 2 http://127.0.0.1:$port/healthz)\" = ok ]"
+# Nodes count each other at their heartbeat (every 2.5 s by default).
+check "a node sees both nodes alive" bash -c "for i in \$(seq 1 50); do curl -fsS --max-time 2 http://127.0.0.1:$port/metrics | grep -q '^wschat_cluster_nodes 2' && exit 0; sleep 0.1; done; exit 1"
+pids="$(cat "$WSCHAT_CLUSTER_DIR"/*.pid)"
+check "cluster.sh stop succeeds" "$root/scripts/cluster.sh" stop
+check "no pid file is left" bash -c "! ls '$WSCHAT_CLUSTER_DIR'/*.pid >/dev/null 2>&1"
+check "every node logged a graceful shutdown" [ "$(cat "$WSCHAT_CLUSTER_DIR"/node-*.log | grep -c 'shutdown complete')" -eq 2 ]
+for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+
 echo "scripts: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

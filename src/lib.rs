@@ -23,6 +23,9 @@
 //!   [`app::history`] keeps the broadcasts a new connection receives and
 //!   makes their ids (section 9); [`app::admin`] decides the admin API's
 //!   requests (section 11).
+//! - [`cluster`]: with `--redis`, the bridge threads between the loop and
+//!   the Redis that orders every node's chat events (PROTOCOL section 12);
+//!   [`app::chat::cluster`] is the chat's side of it.
 //! - [`console`]: `--console`, standard input read on its own thread.
 //! - [`config`]: the command line and `WSCHAT_*` variables; [`metrics`]: the
 //!   counters behind `/metrics`.
@@ -30,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod engine;

@@ -136,4 +136,8 @@ pub trait Service {
 
     /// About once a second, for the service's own timers.
     fn on_tick(&mut self, _conns: &mut impl Connections<Self::Peer>) {}
+
+    /// `run` is about to return after a graceful shutdown: last words to
+    /// other processes (a cluster node's leaves), done by `until`.
+    fn on_stop(&mut self, _conns: &mut impl Connections<Self::Peer>, _until: Instant) {}
 }

@@ -4,6 +4,7 @@
 //! application the connection chose, and publishes what the console reads.
 
 use super::admin::{self, Action, Admin, Endpoint, Outcome, Step};
+use super::chat::cluster::ChatCluster;
 use super::chat::{Chat, ChatPeer, Room};
 use super::history::History;
 use super::routes::{self, Health, Routes};
@@ -45,6 +46,8 @@ pub struct Wschat {
     console: Option<Console>,
     echo: bool,
     allowed_origins: Vec<String>,
+    /// With `--redis`: the link to the other nodes (section 12).
+    cluster: Option<ChatCluster>,
 }
 
 impl Wschat {
@@ -67,7 +70,36 @@ impl Wschat {
             console: None,
             echo: config.echo,
             allowed_origins: config.allowed_origins.clone(),
+            cluster: None,
         }
+    }
+
+    /// With `--redis`, joins the cluster; the link wakes the loop through
+    /// `waker` when Redis has news.
+    pub fn start_cluster(&mut self, config: &Config, waker: std::sync::Arc<mio::Waker>) {
+        if let Some(url) = &config.redis {
+            self.cluster = Some(ChatCluster::start(
+                &mut self.chat,
+                url,
+                &config.cluster_name,
+                config.node_timeout,
+                config.history,
+                waker,
+            ));
+        }
+    }
+
+    /// Sends what the chat queued outside a client message or leave (an
+    /// admin publish or kick, a console line) to the cluster at once.
+    fn flush_cluster(&mut self) {
+        if let Some(cluster) = &mut self.cluster {
+            cluster.flush(&mut self.chat, None);
+        }
+    }
+
+    /// False while a cluster node cannot reach Redis (section 12.6).
+    pub fn is_available(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.is_available())
     }
 
     /// Publishes the lines `console` reads; the loop's waker must be the
@@ -79,6 +111,9 @@ impl Wschat {
     fn gauges(&self) -> AppGauges {
         let mut extra = String::new();
         self.chat.history().render_metrics(&mut extra);
+        if let Some(cluster) = &self.cluster {
+            extra.push_str(&cluster.metrics_text());
+        }
         AppGauges {
             users_named: self.chat.named_count(),
             rate_limited_total: self.chat.rate_limited_total,
@@ -165,12 +200,18 @@ impl Service for Wschat {
             && admin::is_admin_path(request.path)
             && !handshake::is_attempt(request)
         {
-            return admin_request(admin_api, &mut self.chat, request, addr, conns);
+            let answer = admin_request(admin_api, &mut self.chat, request, addr, conns);
+            self.flush_cluster();
+            return answer;
         }
         match handshake::decide(request, &self.allowed_origins) {
             Decision::Plain { head_only } => {
                 let gauges = self.gauges();
-                Answer::Respond(self.routes.serve(request.path, head_only, Health::Ok, || {
+                let health = match self.is_available() {
+                    true => Health::Ok,
+                    false => Health::RedisUnavailable,
+                };
+                Answer::Respond(self.routes.serve(request.path, head_only, health, || {
                     conns.render_metrics(&gauges)
                 }))
             }
@@ -180,6 +221,15 @@ impl Service for Wschat {
                 Refusal {
                     metric: rejection.metric_reason(),
                     why: rejection_text(rejection),
+                },
+            )),
+            // Section 12.6: no new WebSocket while the cluster is away.
+            Decision::Upgrade { .. } if !self.is_available() => Answer::Respond(routes::refuse(
+                503,
+                &[],
+                Refusal {
+                    metric: "unavailable",
+                    why: "redis unavailable",
                 },
             )),
             Decision::Upgrade {
@@ -229,6 +279,7 @@ impl Service for Wschat {
             pending.endpoint.path(),
             Some(response.status),
         );
+        self.flush_cluster();
         plain(response)
     }
 
@@ -253,7 +304,12 @@ impl Service for Wschat {
                     return;
                 }
                 let now = conns.now();
-                self.chat.on_message(&mut ChatRoom(conns), id, payload, now);
+                match &mut self.cluster {
+                    Some(cluster) => {
+                        cluster.on_message(&mut self.chat, &mut ChatRoom(conns), id, payload, now)
+                    }
+                    None => self.chat.on_message(&mut ChatRoom(conns), id, payload, now),
+                }
             }
             Some(Peer::Echo) => {
                 conns.metrics().messages_received[AppLabel::Echo as usize] += 1;
@@ -265,7 +321,10 @@ impl Service for Wschat {
 
     fn on_leave(&mut self, _id: ConnId, peer: Peer, conns: &mut impl Connections<Peer>) {
         match peer {
-            Peer::Chat(peer) => self.chat.on_leave(&mut ChatRoom(conns), peer),
+            Peer::Chat(peer) => match &mut self.cluster {
+                Some(cluster) => cluster.on_leave(&mut self.chat, &mut ChatRoom(conns), peer),
+                None => self.chat.on_leave(&mut ChatRoom(conns), peer),
+            },
             // The body never came (check 6): closed without a response.
             Peer::Admin(pending) => {
                 admin::log_request(pending.addr, "POST", pending.endpoint.path(), None);
@@ -274,8 +333,13 @@ impl Service for Wschat {
         }
     }
 
-    /// The console thread has lines (or its end) for us.
+    /// The console thread has lines (or its end) for us, or the cluster
+    /// link has notices.
     fn on_wake(&mut self, conns: &mut impl Connections<Peer>) {
+        if let Some(cluster) = &mut self.cluster {
+            let now = conns.now();
+            cluster.poll(&mut self.chat, &mut ChatRoom(conns), now);
+        }
         while let Some(event) = self.console.as_ref().and_then(Console::try_recv) {
             match event {
                 ConsoleEvent::Line(text) => {
@@ -289,6 +353,24 @@ impl Service for Wschat {
                     self.console = None;
                 }
             }
+        }
+        self.flush_cluster();
+    }
+
+    fn on_tick(&mut self, conns: &mut impl Connections<Peer>) {
+        if let Some(cluster) = &mut self.cluster {
+            let now = conns.now();
+            cluster.poll(&mut self.chat, &mut ChatRoom(conns), now);
+        }
+    }
+
+    /// Section 12 item 5: the leaves proposed while closing reach Redis
+    /// before the process exits (they went to the link when the loop began
+    /// the shutdown; this waits for them, until `until`).
+    fn on_stop(&mut self, conns: &mut impl Connections<Peer>, until: std::time::Instant) {
+        if let Some(cluster) = &mut self.cluster {
+            let bound = until.saturating_duration_since(std::time::Instant::now());
+            cluster.stop(&mut self.chat, &mut ChatRoom(conns), bound);
         }
     }
 }

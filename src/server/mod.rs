@@ -224,6 +224,8 @@ impl Server<Wschat> {
     pub fn bind(config: Config) -> io::Result<Server<Wschat>> {
         let service = Wschat::new(&config);
         let mut server = Server::bind_service(config, service)?;
+        let waker = server.waker();
+        server.service.start_cluster(&server.config, waker);
         if server.config.console {
             let console = Console::stdin(server.config.max_chat_chars, server.waker())?;
             server.service.attach_console(console);
@@ -236,7 +238,11 @@ impl<S: Service> Server<S> {
     /// Binds the listening socket and prepares the loop for `service`.
     pub fn bind_service(config: Config, service: S) -> io::Result<Server<S>> {
         let addr = resolve(&config.host, config.port)?;
-        let mut listener = TcpListener::bind(addr)?;
+        let mut listener = if config.reuse_port {
+            listen_reuse_port(addr)?
+        } else {
+            TcpListener::bind(addr)?
+        };
         // mio listens with a backlog of 128; a crowd connecting at once
         // overflows that in a millisecond and waits a second for the SYN
         // retry. Listening again raises it (the kernel caps it at somaxconn).
@@ -411,6 +417,10 @@ impl<S: Service> Server<S> {
                     "shutdown complete ({} connection(s) did not answer in time)",
                     self.conns.len()
                 );
+                // One second past the close wait, so SIGTERM to exit stays
+                // within --shutdown-timeout + 1 s.
+                let until = deadline.max(self.now) + Duration::from_secs(1);
+                self.with_service(|service, room| service.on_stop(room, until));
                 return Ok(());
             }
         }
@@ -646,6 +656,24 @@ impl<S: Service> Server<S> {
         self.settle();
         self.door_rejects.clear();
     }
+}
+
+/// A listener with `SO_REUSEPORT` (section 12: several nodes on one port;
+/// the kernel spreads new connections over them). mio's `bind` cannot set
+/// it before binding, so the socket is built here.
+fn listen_reuse_port(addr: SocketAddr) -> io::Result<TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    sockopt::set_socket_reuseport(&fd, true)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(std::net::TcpListener::from(fd)))
 }
 
 fn would_block(e: &io::Error) -> bool {

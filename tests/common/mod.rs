@@ -9,6 +9,7 @@
 //! - [`client`]: a well-behaved client built on `tungstenite` (an independent
 //!   WebSocket implementation) with JSON helpers for the chat protocol.
 //! - [`metrics`]: fetch and parse `/metrics`.
+//! - [`redis`]: a private `redis-server` for the cluster tests.
 //!
 //! Every read has a timeout, so a broken server fails a test instead of
 //! hanging it.
@@ -17,6 +18,7 @@
 pub mod client;
 pub mod metrics;
 pub mod raw;
+pub mod redis;
 pub mod server;
 
 use std::time::Duration;

@@ -16,6 +16,7 @@
 //! Outgoing messages are serialised and framed once ([`wire::Wire`]) and
 //! the same bytes go to every recipient.
 
+pub mod cluster;
 pub mod event;
 mod request;
 mod wire;
@@ -118,6 +119,12 @@ pub struct Chat {
     pub rate_limited_total: u64,
 }
 
+impl ChatPeer {
+    /// The connection's uid ([`Origin::conn`]).
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+}
 /// An announcement's `toname` or a kick's `name` names nobody connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnknownUser;
@@ -160,6 +167,65 @@ impl Chat {
     /// How many users hold a name (cluster-wide in a cluster).
     pub fn named_count(&self) -> usize {
         self.names.len()
+    }
+
+    /// Who holds `key` (a lower-cased name), as the index says.
+    pub fn holder(&self, key: &str) -> Option<(Origin, &str, Color)> {
+        self.names.get(key).map(|h| (h.by, &*h.name, h.color))
+    }
+
+    /// Replaces the whole index (a cluster node seeding it from Redis when
+    /// it first connects); nobody is told.
+    pub fn reset_names(&mut self, holders: impl IntoIterator<Item = (String, Color, Origin)>) {
+        self.names = holders
+            .into_iter()
+            .map(|(name, color, by)| {
+                let holder = Holder {
+                    name: name.as_str().into(),
+                    color,
+                    by,
+                };
+                (name.to_lowercase(), holder)
+            })
+            .collect();
+        self.users_valid = false;
+    }
+
+    /// Replaces the history with these events' broadcasts, oldest first (a
+    /// cluster node taking the shared history from Redis); nobody is told.
+    pub fn reset_history(&mut self, events: impl IntoIterator<Item = ChatEvent>) {
+        self.history.clear();
+        for event in events {
+            match event {
+                ChatEvent::Message {
+                    name,
+                    color,
+                    text,
+                    ts,
+                    id,
+                    to: None,
+                    ..
+                } => {
+                    self.wire
+                        .usermsg(&name, &text, color, ts, id.as_deref(), None);
+                }
+                ChatEvent::Announce {
+                    text,
+                    ts,
+                    id,
+                    to: None,
+                } => {
+                    self.wire.announce(&text, ts, id.as_deref());
+                }
+                _ => continue,
+            }
+            self.history.push(self.wire.json());
+        }
+    }
+
+    /// Every name with its holder.
+    pub fn holders(&self) -> impl Iterator<Item = (Origin, &str)> {
+        self.names.values().map(|h| (h.by, &*h.name))
     }
 
     /// Every named user with colour (for `GET /api/users`).
