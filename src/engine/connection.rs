@@ -58,10 +58,8 @@ enum Phase {
     /// A complete head awaits the router's answer.
     Requested,
     /// A plain request whose body is being read.
-    ReadingBody {
-        body: Vec<u8>,
-        length: usize,
-    },
+    /// Boxed: a rare state should not widen every connection.
+    ReadingBody(Box<Body>),
     Open,
     /// We sent a close frame and await the peer's. `discard`: the stream
     /// can no longer be parsed, so bytes are skipped unread.
@@ -74,6 +72,13 @@ enum Phase {
     /// Write side shut; input is drained until EOF so that unread bytes do
     /// not turn the close into a reset destroying the response in flight.
     Lingering,
+}
+
+/// A request body being read.
+#[derive(Debug)]
+struct Body {
+    bytes: Vec<u8>,
+    length: usize,
 }
 
 /// What a connection is, for `wschat_connections_open{state=...}`.
@@ -173,7 +178,7 @@ impl Connection {
             Phase::AwaitingHandshake { .. } => State::Handshake,
             Phase::Open => State::Open,
             Phase::Closing { .. } => State::Closing,
-            Phase::Requested | Phase::ReadingBody { .. } => State::Http,
+            Phase::Requested | Phase::ReadingBody(_) => State::Http,
             Phase::Finishing | Phase::Lingering if self.websocket => State::Closing,
             Phase::Finishing | Phase::Lingering => State::Http,
         }
@@ -218,15 +223,16 @@ impl Connection {
                 step
             }
             Phase::Requested => Step::NeedMore,
-            Phase::ReadingBody { body, length } => {
-                let wanted = length.saturating_sub(body.len()).min(input.len());
+            Phase::ReadingBody(reading) => {
+                let Body { bytes, length } = &mut **reading;
+                let wanted = length.saturating_sub(bytes.len()).min(input.len());
                 let (chunk, rest) = input.split_at(wanted);
-                body.extend_from_slice(chunk);
+                bytes.extend_from_slice(chunk);
                 *input = rest;
-                if body.len() < *length {
+                if bytes.len() < *length {
                     return Step::NeedMore;
                 }
-                let body = std::mem::take(body);
+                let body = std::mem::take(bytes);
                 // Anything after the body is not read: the response ends
                 // the exchange.
                 *input = &[];
@@ -331,7 +337,7 @@ impl Connection {
         match self.phase {
             // The response still goes out; the drain ends it.
             Phase::Finishing => false,
-            Phase::AwaitingHandshake { .. } | Phase::Requested | Phase::ReadingBody { .. } => {
+            Phase::AwaitingHandshake { .. } | Phase::Requested | Phase::ReadingBody(_) => {
                 self.set_reason("closed before the request was complete");
                 true
             }
@@ -364,10 +370,10 @@ impl Connection {
             if send_continue && length > 0 {
                 self.out.extend_from_slice(http::CONTINUE);
             }
-            self.phase = Phase::ReadingBody {
-                body: Vec::with_capacity(length.min(64 * 1024)),
+            self.phase = Phase::ReadingBody(Box::new(Body {
+                bytes: Vec::with_capacity(length.min(64 * 1024)),
                 length,
-            };
+            }));
         }
     }
 
@@ -493,7 +499,7 @@ impl Connection {
             return Expiry::NotYet;
         }
         match self.phase {
-            Phase::AwaitingHandshake { .. } | Phase::Requested | Phase::ReadingBody { .. } => {
+            Phase::AwaitingHandshake { .. } | Phase::Requested | Phase::ReadingBody(_) => {
                 Expiry::HandshakeTimeout
             }
             Phase::Open if self.partial => {

@@ -203,7 +203,8 @@ pub struct Decoder {
     max_message: usize,
     /// Header bytes of a frame whose header is not complete yet.
     header: [u8; 14],
-    header_len: usize,
+    /// How many of `header` are filled (at most 14).
+    header_len: u8,
     payload: Option<PayloadInProgress>,
     /// Opcode of the data message being assembled, if one is started.
     message_opcode: Option<Opcode>,
@@ -388,7 +389,8 @@ impl Decoder {
                 None => {
                     let n = input.len().min(self.header.len());
                     self.header[..n].copy_from_slice(&input[..n]);
-                    self.header_len = n;
+                    // n is at most the 14 bytes of `header`.
+                    self.header_len = n as u8;
                     *input = &input[n..];
                     return Ok(false);
                 }
@@ -396,17 +398,18 @@ impl Decoder {
         } else {
             // Top up the carried bytes one at a time until a header parses.
             loop {
-                if let Some(h) = parse_raw_header(&self.header[..self.header_len]) {
+                let filled = usize::from(self.header_len);
+                if let Some(h) = parse_raw_header(self.header.get(..filled).unwrap_or_default()) {
                     self.header_len = 0;
                     break h;
                 }
                 let Some((&byte, rest)) = input.split_first() else {
                     return Ok(false);
                 };
-                if self.header_len >= self.header.len() {
+                if filled >= self.header.len() {
                     return Err(FrameError::protocol("header too long"));
                 }
-                self.header[self.header_len] = byte;
+                self.header[filled] = byte;
                 self.header_len += 1;
                 *input = rest;
             }
