@@ -23,13 +23,14 @@
 //! This file holds the loop itself, accepting, the server-wide budgets and
 //! shutdown; `pump.rs` moves bytes and steps, `room.rs` is the service's view
 //! of the slab, `timers.rs` the deadline heap, `guard.rs` the limits of the server as a
-//! whole.
+//! whole, `listen.rs` the listening socket, `signals.rs` SIGINT, SIGTERM and
+//! SIGHUP.
 
 use crate::app::{Service, Wschat};
 use crate::config::Config;
 use crate::console::Console;
 use crate::engine::close::CloseCode;
-use crate::engine::connection::{Connection, Expiry, Limits};
+use crate::engine::connection::{Connection, Limits};
 use crate::engine::http;
 use crate::metrics::Metrics;
 use crate::transport::Transport;
@@ -46,10 +47,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod guard;
+mod listen;
 mod pump;
 mod room;
+mod signals;
 mod timers;
 
+pub use listen::raise_fd_limit;
+use listen::{current_fd_limit, listen_reuse_port, resolve};
 use timers::Timers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -324,38 +329,6 @@ impl<S: Service> Server<S> {
         }
     }
 
-    /// Routes SIGINT and SIGTERM into the loop as a graceful shutdown (a
-    /// second signal during shutdown stops at once). signal-hook writes a
-    /// byte to a socket pair from the handler, which is async-signal-safe;
-    /// the loop polls the other end like any connection.
-    pub fn handle_signals(&mut self) -> io::Result<()> {
-        let (read_end, write_end) = std::os::unix::net::UnixStream::pair()?;
-        read_end.set_nonblocking(true)?;
-        write_end.set_nonblocking(true)?;
-        signal_hook::low_level::pipe::register(
-            signal_hook::consts::SIGTERM,
-            write_end.try_clone()?,
-        )?;
-        signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write_end)?;
-        let mut read_end = UnixStream::from_std(read_end);
-        self.poll
-            .registry()
-            .register(&mut read_end, SIGNALS, Interest::READABLE)?;
-        self.signals = Some(read_end);
-        // SIGHUP on a pipe of its own: a reload must never be mistaken for
-        // a shutdown, however signals coalesce.
-        let (read_end, write_end) = std::os::unix::net::UnixStream::pair()?;
-        read_end.set_nonblocking(true)?;
-        write_end.set_nonblocking(true)?;
-        signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, write_end)?;
-        let mut read_end = UnixStream::from_std(read_end);
-        self.poll
-            .registry()
-            .register(&mut read_end, RELOAD, Interest::READABLE)?;
-        self.reload_signals = Some(read_end);
-        Ok(())
-    }
-
     /// Runs the loop until a shutdown completes.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
@@ -554,69 +527,6 @@ impl<S: Service> Server<S> {
 
     // ----- shutdown --------------------------------------------------------
 
-    /// Returns true when a signal arrived while already shutting down.
-    fn drain_signals(&mut self) -> bool {
-        let mut got = false;
-        if let Some(signals) = &mut self.signals {
-            let mut buf = [0u8; 16];
-            loop {
-                match signals.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => got = true,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        }
-        if !got {
-            return false;
-        }
-        if self.shutdown_deadline.is_some() {
-            return true;
-        }
-        self.begin_shutdown();
-        false
-    }
-
-    /// SIGHUP (PROTOCOL section 10): read the certificate and key again.
-    /// New connections get the new pair; open ones keep theirs. On error
-    /// the old pair stays. Without TLS there is nothing to reload.
-    fn reload_tls(&mut self) {
-        let mut got = false;
-        if let Some(signals) = &mut self.reload_signals {
-            let mut buf = [0u8; 16];
-            loop {
-                match signals.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => got = true,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        }
-        if !got {
-            return;
-        }
-        let Some(tls) = &mut self.tls else {
-            info!("SIGHUP ignored: no TLS certificate to reload");
-            return;
-        };
-        match tls.reload() {
-            Ok(()) => {
-                self.metrics.tls_reloaded(true);
-                info!(
-                    "TLS certificate reloaded from {} and {}",
-                    tls.cert_path().display(),
-                    tls.key_path().display()
-                );
-            }
-            Err(e) => {
-                self.metrics.tls_reloaded(false);
-                log::error!("TLS reload failed, keeping the previous certificate: {e}");
-            }
-        }
-    }
-
     fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_some() {
             return;
@@ -658,24 +568,6 @@ impl<S: Service> Server<S> {
     }
 }
 
-/// A listener with `SO_REUSEPORT` (section 12: several nodes on one port;
-/// the kernel spreads new connections over them). mio's `bind` cannot set
-/// it before binding, so the socket is built here.
-fn listen_reuse_port(addr: SocketAddr) -> io::Result<TcpListener> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
-    let family = match addr {
-        SocketAddr::V4(_) => AddressFamily::INET,
-        SocketAddr::V6(_) => AddressFamily::INET6,
-    };
-    let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
-    let fd = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
-    sockopt::set_socket_reuseaddr(&fd, true)?;
-    sockopt::set_socket_reuseport(&fd, true)?;
-    rustix::net::bind(&fd, &addr)?;
-    rustix::net::listen(&fd, LISTEN_BACKLOG)?;
-    Ok(TcpListener::from_std(std::net::TcpListener::from(fd)))
-}
-
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -684,33 +576,6 @@ fn would_block(e: &io::Error) -> bool {
 /// descriptors or memory for sockets; retrying at once would spin.
 fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
-}
-
-fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
-    (host, port).to_socket_addrs()?.next().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("cannot resolve {host}"),
-        )
-    })
-}
-
-/// The soft RLIMIT_NOFILE in force (main raises it before binding).
-fn current_fd_limit() -> u64 {
-    use rustix::process::{Resource, getrlimit};
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the result.
-pub fn raise_fd_limit() -> u64 {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let mut raised = limit;
-    raised.current = limit.maximum;
-    if raised.current != limit.current && setrlimit(Resource::Nofile, raised).is_ok() {
-        return raised.current.unwrap_or(u64::MAX);
-    }
-    limit.current.unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -88,6 +88,92 @@ impl Timers {
     }
 }
 
+/// Acting on deadlines: the loop's side of the heap.
+mod acting {
+    use super::super::*;
+    use super::{Kind, NONE};
+    use crate::engine::connection::Expiry;
+    use crate::server::pump::Shown;
+
+    /// Quiet time after which a connection gives its buffers back.
+    const TRIM_AFTER: Duration = Duration::from_secs(1);
+
+    impl<S: Service> Server<S> {
+        /// Makes sure the connection's deadline has a timer entry, and that a
+        /// connection holding buffers gives them back once quiet (an idle one
+        /// holds none, and costs one timer entry).
+        pub(in crate::server) fn schedule(&mut self, t: usize) {
+            let now = self.now;
+            let Some(slot) = self.conns.get_mut(t) else {
+                return;
+            };
+            let deadline = self.timers.key(slot.conn.deadline());
+            if deadline < slot.timer_at {
+                slot.timer_at = self.timers.push(slot.conn.deadline(), t, Kind::Deadline);
+            }
+            if !slot.trim_armed && (slot.conn.holds_buffers() || slot.transport.holds_buffers()) {
+                slot.trim_armed = true;
+                self.timers.push(now + TRIM_AFTER, t, Kind::Trim);
+            }
+        }
+
+        /// Acts on every timer entry that is due.
+        pub(in crate::server) fn run_timers(&mut self) {
+            let now = self.now;
+            while let Some((at, t, kind)) = self.timers.pop_due(now) {
+                let Some(slot) = self.conns.get_mut(t) else {
+                    continue;
+                };
+                match kind {
+                    Kind::Trim => {
+                        if !slot.trim_armed {
+                            continue;
+                        }
+                        if slot.conn.take_activity() {
+                            self.timers.push(now + TRIM_AFTER, t, Kind::Trim);
+                        } else {
+                            slot.conn.trim();
+                            slot.transport.trim_idle();
+                            slot.trim_armed = false;
+                        }
+                    }
+                    Kind::Deadline => {
+                        if at != slot.timer_at {
+                            continue;
+                        }
+                        slot.timer_at = NONE;
+                        match slot.conn.on_deadline(now, &self.limits) {
+                            Expiry::NotYet => self.schedule(t),
+                            Expiry::Pinged => {
+                                self.mark_dirty(t);
+                                self.schedule(t);
+                            }
+                            Expiry::Closed { code } => {
+                                if let Some(slot) = self.conns.get(t) {
+                                    info!(
+                                        "closing {} with {code}: message not completed in time",
+                                        Shown(slot.addr)
+                                    );
+                                }
+                                self.metrics.close_sent(code);
+                                self.mark_dirty(t);
+                                self.schedule(t);
+                                self.leave(t);
+                            }
+                            Expiry::HandshakeTimeout => {
+                                self.metrics.rejected("timeout");
+                                self.drop_connection(t, "no request within the handshake timeout");
+                            }
+                            Expiry::Drop(reason) => self.drop_connection(t, &reason),
+                        }
+                    }
+                }
+            }
+            self.settle();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
