@@ -245,6 +245,9 @@ impl<'a> Session<'a> {
     /// Connects `o.clients` clients and joins each with a name; returns when
     /// every client has seen its own join event.
     pub fn open(o: &'a Opts, generation: u32) -> Result<Session<'a>, String> {
+        if o.targets.len() > 1 {
+            wait_healthy(&o.targets, Duration::from_secs_f64(o.setup_timeout))?;
+        }
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         let names = (0..o.clients)
             .map(|i| {
@@ -292,16 +295,17 @@ impl<'a> Session<'a> {
             // Keep at most `concurrency` connections between connect and join.
             while s.conns.len() < o.clients && s.conns.len() - s.rx.joined_count < o.concurrency {
                 let i = s.conns.len();
+                let target = target_of(o, i);
                 let c = Conn::connect(
                     s.poll.registry(),
                     Token(i),
-                    o.target,
+                    target,
                     None,
                     &o.path,
                     i as u64 + 1,
                     o.tls.as_ref(),
                 )
-                .map_err(|e| format!("connect {}: {e}", o.target))?;
+                .map_err(|e| format!("connect {target}: {e}"))?;
                 s.conns.push(c);
                 s.alive.push(true);
             }
@@ -542,12 +546,17 @@ impl<'a> Session<'a> {
             k: 0,
             total: ((end_ns - start_ns) as f64 / interval).floor() as u64,
         });
-        let pid = o.server_pid.map(|p| p.to_string());
-        let mut meters: Option<(Option<CpuMeter>, CpuMeter)> = None;
+        let pids: Vec<String> = o.server_pids.iter().map(u32::to_string).collect();
+        let redis_pid = o.redis_pid.map(|p| p.to_string());
+        let mut meters: Option<(Vec<CpuMeter>, Option<CpuMeter>, CpuMeter)> = None;
         loop {
             let now = self.now_ns();
             if meters.is_none() && now >= measure_from_ns {
-                meters = Some((pid.as_deref().map(CpuMeter::start), CpuMeter::start("self")));
+                meters = Some((
+                    pids.iter().map(|p| CpuMeter::start(p)).collect(),
+                    redis_pid.as_deref().map(CpuMeter::start),
+                    CpuMeter::start("self"),
+                ));
             }
             if now >= end_ns {
                 break;
@@ -569,7 +578,7 @@ impl<'a> Session<'a> {
         }
         self.sched = None;
         let usage = match &meters {
-            Some((srv, me)) => Usage::read(srv.as_ref(), me),
+            Some((srv, redis, me)) => Usage::read(srv, redis.as_ref(), me),
             None => Usage::default(),
         };
         // Drain: wait for the deliveries still in flight.
@@ -637,6 +646,10 @@ impl<'a> Session<'a> {
         row.set("disconnects", st.disconnects);
         row.set("errors", st.server_errors);
         usage.fill(&mut row);
+        if let Some(us) = usage.redis_us_per_event(st.sent) {
+            row.setf("redis_us_per_event", us, 2);
+        }
+        row.set("nodes", o.targets.len());
         row.setf("send_lag_p99_ms", lag99, 3);
         row.set("bottleneck", limits.join("; "));
         row.set("verdict", verdict);
@@ -653,10 +666,11 @@ impl<'a> Session<'a> {
         let row = &r.row;
         let g = |c| row.get(c);
         println!(
-            "fanout [{}] {}: {} clients, {} senders, {} msg/s offered for {} s",
+            "fanout [{}] {}: {} clients on {} node(s), {} senders, {} msg/s offered for {} s",
             g("label"),
             g("phase"),
             g("clients"),
+            g("nodes"),
             g("senders"),
             g("rate"),
             g("duration_s")
@@ -688,6 +702,9 @@ impl<'a> Session<'a> {
             g("send_lag_p99_ms")
         );
         println!("  CPU (percent of one core): {}", r.usage.describe());
+        if !g("redis_us_per_event").is_empty() {
+            println!("  redis CPU per chat event: {} us", g("redis_us_per_event"));
+        }
         if !self.rx.errors.is_empty() {
             println!("  errors: {}", self.error_summary());
         }
@@ -702,6 +719,57 @@ impl<'a> Session<'a> {
             }
         );
     }
+}
+
+/// The server client `i` talks to: round-robin over the ports, so with the
+/// senders being clients `0..S`, they are spread over the nodes too and
+/// every node receives messages that other nodes accepted.
+fn target_of(o: &Opts, i: usize) -> std::net::SocketAddrV4 {
+    o.targets
+        .get(i % o.targets.len().max(1))
+        .copied()
+        .unwrap_or(o.target)
+}
+
+/// `GET /healthz` answered `200` by this server.
+fn healthy(addr: std::net::SocketAddrV4) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr.into(), Duration::from_secs(1))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    let mut n = 0;
+    while n < head.len() {
+        match s.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    head[..n].starts_with(b"HTTP/1.1 200")
+}
+
+/// A cluster node refuses handshakes (503) until it is connected to Redis:
+/// waits until every node says so on `/healthz`.
+fn wait_healthy(targets: &[std::net::SocketAddrV4], max: Duration) -> Result<(), String> {
+    let until = Instant::now() + max;
+    for &t in targets {
+        while !healthy(t) {
+            if Instant::now() > until {
+                return Err(format!(
+                    "{t}: GET /healthz did not answer 200 within {:.0} s",
+                    max.as_secs_f64()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
 }
 
 /// `fanout` without `--ramp`: one step at `--rate`.
@@ -832,6 +900,44 @@ mod tests {
         assert_eq!(parse_bench_frame(sys), None);
         assert_eq!(parse_text(b"1:2:"), None);
         assert_eq!(parse_text(b"1:2:99999999999999999999:"), None);
+    }
+
+    #[test]
+    fn clients_and_senders_alternate_over_the_ports() {
+        let o = crate::args::parse(
+            &"fanout --port 9001,9002 --clients 5 --senders 2"
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let ports: Vec<u16> = (0..5).map(|i| target_of(&o, i).port()).collect();
+        assert_eq!(ports, [9001, 9002, 9001, 9002, 9001]);
+    }
+
+    #[test]
+    fn health_check_wants_200() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = match l.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("not v4: {other}"),
+        };
+        let server = std::thread::spawn(move || {
+            for answer in [
+                "HTTP/1.1 503 Service Unavailable\r\n\r\n",
+                "HTTP/1.1 200 OK\r\n\r\n",
+            ] {
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = [0u8; 256];
+                let n = c.read(&mut buf).unwrap();
+                assert!(buf[..n].starts_with(b"GET /healthz HTTP/1.1\r\n"));
+                c.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        assert!(!healthy(addr));
+        assert!(healthy(addr));
+        server.join().unwrap();
     }
 
     #[test]
