@@ -161,9 +161,16 @@ fn parse_text(text: &[u8]) -> Option<(usize, u32, u64)> {
     ))
 }
 
-/// The fast path: finds the `"message":"` field of a compact JSON frame.
+/// The fast path: finds the `"message":"` field of a compact `usermsg`
+/// frame. Only a frame that says it is a `usermsg` first: a `history`
+/// greeting holds earlier messages (in a cluster, earlier runs' too, kept
+/// by Redis), which must not count as deliveries.
 fn parse_bench_frame(payload: &[u8]) -> Option<(usize, u32, u64)> {
+    const USERMSG: &[u8] = b"{\"type\":\"usermsg\",";
     const NEEDLE: &[u8] = b"\"message\":\"";
+    if !payload.starts_with(USERMSG) {
+        return None;
+    }
     let at = find(payload, NEEDLE)?;
     parse_text(&payload[at + NEEDLE.len()..])
 }
@@ -898,6 +905,8 @@ mod tests {
         assert_eq!(parse_bench_frame(f), Some((3, 17, 123456789)));
         let sys = br#"{"type":"system","event":"join","name":"b3","message":"b3 joined"}"#;
         assert_eq!(parse_bench_frame(sys), None);
+        let history = br#"{"type":"history","messages":[{"type":"usermsg","name":"b3","message":"3:17:123456789:xxxx"}]}"#;
+        assert_eq!(parse_bench_frame(history), None);
         assert_eq!(parse_text(b"1:2:"), None);
         assert_eq!(parse_text(b"1:2:99999999999999999999:"), None);
     }
@@ -976,6 +985,13 @@ mod tests {
         let err = br#"{"type":"error","code":"rate_limited","message":"slow down"}"#;
         rx.on_message(0, err, 300);
         assert_eq!(rx.step.server_errors, 1);
+        let history =
+            br#"{"type":"history","messages":[{"type":"usermsg","name":"a","message":"1:9:5:x"}]}"#;
+        rx.on_message(0, history, 300);
+        assert_eq!(
+            (rx.step.delivered, rx.step.reorders, rx.unexpected),
+            (5, 1, 0)
+        );
         let join = br#"{"type": "system", "event": "join", "name": "b", "message": "b joined"}"#;
         rx.on_message(1, join, 300);
         assert_eq!(rx.joined_count, 1);
