@@ -70,6 +70,11 @@ struct Rx {
     errors: BTreeMap<String, u64>,
     /// Frames that were neither ours nor chat bookkeeping.
     unexpected: u64,
+    /// Messages scheduled before this session opened are an earlier
+    /// session's (a ramp reconnects after losing clients; a cluster may
+    /// still be delivering that session's backlog): ignored.
+    opened_ns: u64,
+    stale: u64,
     /// When the last frame arrived (generator clock): settling waits for quiet.
     last_frame_ns: u64,
 }
@@ -222,6 +227,10 @@ impl Rx {
             self.unexpected += 1;
             return;
         }
+        if sent_ns < self.opened_ns {
+            self.stale += 1;
+            return;
+        }
         let slot = &mut self.last_seq[r * self.senders + s];
         let st = &mut self.step;
         if seq > *slot {
@@ -250,8 +259,9 @@ pub struct StepResult {
 
 impl<'a> Session<'a> {
     /// Connects `o.clients` clients and joins each with a name; returns when
-    /// every client has seen its own join event.
-    pub fn open(o: &'a Opts, generation: u32) -> Result<Session<'a>, String> {
+    /// every client has seen its own join event. `epoch` is the clock of
+    /// message times, shared by the sessions of one ramp.
+    pub fn open(o: &'a Opts, generation: u32, epoch: Instant) -> Result<Session<'a>, String> {
         if o.targets.len() > 1 {
             wait_healthy(&o.targets, Duration::from_secs_f64(o.setup_timeout))?;
         }
@@ -285,11 +295,13 @@ impl<'a> Session<'a> {
                 },
                 errors: BTreeMap::new(),
                 unexpected: 0,
+                opened_ns: epoch.elapsed().as_nanos() as u64,
+                stale: 0,
                 last_frame_ns: 0,
             },
             scratch: vec![0; 256 * 1024],
             next_seq: vec![0; o.senders],
-            epoch: Instant::now(),
+            epoch,
             msg: Vec::with_capacity(o.size + 64),
             dirty: Vec::new(),
             is_dirty: vec![false; o.senders],
@@ -692,12 +704,13 @@ impl<'a> Session<'a> {
             g("delivered_fps")
         );
         println!(
-            "  gaps {}, reorders {}, disconnects {}, server errors {}, unexpected frames {}, max unsent at a sender {} B",
+            "  gaps {}, reorders {}, disconnects {}, server errors {}, unexpected frames {}, earlier sessions' frames {}, max unsent at a sender {} B",
             g("gaps"),
             g("reorders"),
             g("disconnects"),
             g("errors"),
             self.rx.unexpected,
+            self.rx.stale,
             self.rx.step.max_unsent
         );
         println!(
@@ -781,7 +794,7 @@ fn wait_healthy(targets: &[std::net::SocketAddrV4], max: Duration) -> Result<(),
 
 /// `fanout` without `--ramp`: one step at `--rate`.
 pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
-    let mut s = Session::open(o, 0)?;
+    let mut s = Session::open(o, 0, Instant::now())?;
     let r = s.step(o.rate, "run")?;
     s.print(&r);
     if r.generator_limited {
@@ -798,7 +811,8 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
 pub fn ramp(o: &Opts) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     let mut generation = 0;
-    let mut s = Session::open(o, generation)?;
+    let epoch = Instant::now();
+    let mut s = Session::open(o, generation, epoch)?;
     let mut good: Option<f64> = None;
     let mut bad: Option<f64> = None;
     let mut generator_limited_at: Option<f64> = None;
@@ -823,7 +837,7 @@ pub fn ramp(o: &Opts) -> Result<Vec<Row>, String> {
             // ones are released only as the server notices the closes).
             drop(s);
             generation += 1;
-            s = Session::open(o, generation)?;
+            s = Session::open(o, generation, epoch)?;
         } else {
             s.settle(Duration::from_millis(300), Duration::from_secs(10))?;
         }
@@ -971,8 +985,12 @@ mod tests {
             },
             errors: BTreeMap::new(),
             unexpected: 0,
+            opened_ns: 20,
+            stale: 0,
             last_frame_ns: 0,
         };
+        rx.on_bench(0, 1, 99, 10, 300); // an earlier session's: ignored
+        assert_eq!((rx.stale, rx.last_seq[1]), (1, 0));
         for seq in [1, 2, 5, 4, 6] {
             rx.on_bench(0, 1, seq, 200, 300);
         }
