@@ -3,6 +3,7 @@
 # generator (src/bin/wschat-bench). See docs/benchmarks.md for the method.
 #
 #   scripts/bench.sh [--quick] [--vs node | --vs '<command with {port}>'] [--out DIR] [--no-build] [--no-pin]
+#   scripts/bench.sh --cluster [--quick] [--out DIR] [--no-build] [--no-pin]
 #
 #   --quick      a short run (under two minutes for wschat alone)
 #   --vs node    also run the bundled Node `ws` chat peer (bench/node-peer),
@@ -14,6 +15,10 @@
 #   --no-build   use the release binaries as they are
 #   --no-pin     do not pin to cores (a machine shared with other work: a
 #                busy core 1 starves a pinned generator)
+#   --cluster    instead of the matrix: 1 node against 2 nodes + a private
+#                redis-server (both nodes and Redis on the server's core),
+#                1 000 clients, 10 senders, 0.1 and 1 M frames/s, alternating
+#                (docs/cluster.md, "Measured")
 #
 # Every server runs pinned to core 0 and the generator to core 1 (taskset),
 # on 127.0.0.1 only, one fresh server process per case. Each generator run is
@@ -27,6 +32,7 @@ VS=""
 OUT=""
 BUILD=1
 PIN=1
+CLUSTER=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -34,6 +40,7 @@ while [ $# -gt 0 ]; do
     --out) OUT="${2:?--out needs a value}"; shift ;;
     --no-build) BUILD=0 ;;
     --no-pin) PIN=0 ;;
+    --cluster) CLUSTER=1 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -136,7 +143,47 @@ stop_server() {
   wait "$SPID" 2>/dev/null || true
   SPID=""
 }
-trap stop_server EXIT
+CPIDS=()
+CREDIS=""
+stop_cluster() {
+  local p
+  # Nodes first, while Redis is still there to carry their leaves.
+  for p in "${CPIDS[@]}" $CREDIS; do
+    kill -TERM "$p" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  CPIDS=()
+  CREDIS=""
+}
+trap 'stop_server; stop_cluster' EXIT
+
+# cluster_case ARGS...: the generator with ARGS against 2 fresh nodes and a
+# fresh Redis, all pinned like a server; the clients alternate between them.
+cluster_case() {
+  command -v redis-server >/dev/null || { echo "bench.sh: redis-server is missing: apt-get install -y redis-server" >&2; exit 1; }
+  local rp pa pb i p
+  rp=$(free_port)
+  "${PIN_SERVER[@]}" redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no >>"$OUT/redis.log" 2>&1 &
+  CREDIS=$!
+  for i in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$rp") 2>/dev/null && break; sleep 0.1; done
+  pa=$(free_port)
+  pb=$(free_port)
+  for p in "$pa" "$pb"; do
+    RUST_LOG="${RUST_LOG:-warn}" "${PIN_SERVER[@]}" "$ROOT/target/release/wschat" "$p" --host 127.0.0.1 \
+      --rate-limit 0 --max-connections 20000 --redis "redis://127.0.0.1:$rp" >>"$OUT/cluster-node.log" 2>&1 &
+    CPIDS+=($!)
+  done
+  say ""
+  say "-- cluster2: wschat-bench $* (nodes on ports $pa, $pb; redis on $rp)"
+  # The generator waits for /healthz 200 on both nodes itself.
+  timeout 900 "${PIN_BENCH[@]}" "$BENCH" "$@" --port "$pa,$pb" --server-pid "${CPIDS[0]}" \
+    --server-pid "${CPIDS[1]}" --redis-pid "$CREDIS" --label cluster2 --csv "$CSV" 2>&1 | tee -a "$LOG" \
+    || say "   (wschat-bench failed: $?)"
+  stop_cluster
+  sleep 1
+}
 
 # bench_case ARGS...: runs the generator with ARGS against every server in
 # turn, each freshly started.
@@ -154,7 +201,13 @@ bench_case() {
 }
 
 START=$(date +%s)
-if [ "$QUICK" = 1 ]; then
+if [ "$CLUSTER" = 1 ]; then
+  if [ "$QUICK" = 1 ]; then F=(--duration 2 --warmup 0.5 --drain 1); else F=(--duration 10 --warmup 1 --drain 2); fi
+  for rate in 100 1000; do
+    bench_case fanout --clients 1000 --senders 10 --rate "$rate" "${F[@]}"
+    cluster_case fanout --clients 1000 --senders 10 --rate "$rate" "${F[@]}"
+  done
+elif [ "$QUICK" = 1 ]; then
   F=(--duration 2 --warmup 0.5 --drain 1)
   R=(--duration 1.5 --warmup 0.3 --drain 1 --ramp --ramp-factor 2 --ramp-steps 5 --ramp-refine 1)
   bench_case fanout --clients 100 --senders 10 --rate 2000 "${F[@]}"

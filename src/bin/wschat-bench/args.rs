@@ -18,9 +18,16 @@ Modes:
 
 Target:
   --url ws://127.0.0.1:PORT/PATH   or  --port PORT [--host 127.0.0.1] [--path P]
+  --port P1,P2,...       fanout only: several servers (cluster nodes); client i
+                         goes to port i mod N, senders too, so messages cross
+                         nodes; waits for GET /healthz 200 on every port first
+                         (repeating --port does the same)
   --tls                  wss: TLS 1.3/1.2 (any certificate accepted: loopback
                          only); a wss:// URL implies it
   --server-pid PID       read the server's CPU and memory from /proc
+                         (fanout: repeat it, one per node)
+  --redis-pid PID        fanout: Redis's CPU over the window, and per chat
+                         event (Redis CPU time / messages sent)
 Output:
   --csv FILE             append result rows (header when the file is new)
   --label NAME           the label column (default: wschat)
@@ -65,9 +72,16 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct Opts {
     pub mode: Mode,
+    /// The first of `targets`: the only one outside fanout.
     pub target: SocketAddrV4,
+    /// Every server (cluster node) fanout spreads its clients over.
+    pub targets: Vec<SocketAddrV4>,
     pub path: String,
+    /// The first of `server_pids`.
     pub server_pid: Option<u32>,
+    /// One per node (fanout), read from `/proc` over the measured window.
+    pub server_pids: Vec<u32>,
+    pub redis_pid: Option<u32>,
     pub csv: Option<PathBuf>,
     pub label: String,
     pub quiet: bool,
@@ -145,7 +159,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
     };
     let mut url: Option<String> = None;
     let mut host = Ipv4Addr::LOCALHOST;
-    let mut port: Option<u16> = None;
+    let mut ports: Vec<u16> = Vec::new();
     let mut path: Option<String> = None;
     let mut clients: Option<usize> = None;
     let mut senders: Option<usize> = None;
@@ -154,8 +168,11 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         mode,
         target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000),
+        targets: Vec::new(),
         path: String::new(),
         server_pid: None,
+        server_pids: Vec::new(),
+        redis_pid: None,
         csv: None,
         label: "wschat".into(),
         quiet: false,
@@ -201,9 +218,14 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         match flag {
             "--url" => url = Some(v.clone()),
             "--host" => host = num(flag, v)?,
-            "--port" => port = Some(num(flag, v)?),
+            "--port" => {
+                for p in v.split(',') {
+                    ports.push(num(flag, p)?);
+                }
+            }
             "--path" => path = Some(v.clone()),
-            "--server-pid" => o.server_pid = Some(num(flag, v)?),
+            "--server-pid" => o.server_pids.push(num(flag, v)?),
+            "--redis-pid" => o.redis_pid = Some(num(flag, v)?),
             "--csv" => o.csv = Some(PathBuf::from(v)),
             "--label" => o.label = v.clone(),
             "--clients" => clients = Some(num(flag, v)?),
@@ -226,15 +248,28 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         }
     }
     if let Some(u) = url {
+        if !ports.is_empty() {
+            return Err("give either --url or --port, not both".into());
+        }
         let (addr, p, wss) = parse_url(&u)?;
-        o.target = addr;
+        o.targets = vec![addr];
         o.path = p;
         tls |= wss;
     } else {
-        let port = port.ok_or("give --url ws://127.0.0.1:PORT/ or --port PORT")?;
-        o.target = SocketAddrV4::new(host, port);
+        if ports.is_empty() {
+            return Err("give --url ws://127.0.0.1:PORT/ or --port PORT".into());
+        }
+        o.targets = ports.iter().map(|&p| SocketAddrV4::new(host, p)).collect();
         o.path = "/".into();
     }
+    if o.targets.len() > 1 && mode != Mode::Fanout {
+        return Err("several ports (a cluster) are for fanout only".into());
+    }
+    if (o.server_pids.len() > 1 || o.redis_pid.is_some()) && mode != Mode::Fanout {
+        return Err("several --server-pid and --redis-pid are for fanout only".into());
+    }
+    o.target = o.targets[0];
+    o.server_pid = o.server_pids.first().copied();
     if let Some(p) = path {
         o.path = p;
     } else if mode == Mode::Echo && o.path == "/" {
@@ -249,6 +284,9 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             "{} is not a loopback address; wschat-bench only targets 127.0.0.0/8",
             o.target.ip()
         ));
+    }
+    if tls && o.targets.len() > 1 {
+        return Err("several ports are not supported with TLS".into());
     }
     o.clients = clients.unwrap_or(match mode {
         Mode::Fanout => 100,
@@ -304,6 +342,24 @@ mod tests {
         let w = p("fanout --url wss://localhost:9443/x").unwrap();
         assert!(w.tls.is_some());
         assert_eq!(w.path, "/x");
+    }
+
+    #[test]
+    fn several_ports_and_pids() {
+        let o =
+            p("fanout --port 9001,9002 --port 9003 --server-pid 5 --server-pid 6 --redis-pid 7")
+                .unwrap();
+        let ports: Vec<u16> = o.targets.iter().map(|t| t.port()).collect();
+        assert_eq!(ports, [9001, 9002, 9003]);
+        assert_eq!(o.target.port(), 9001);
+        assert_eq!(o.server_pids, [5, 6]);
+        assert_eq!(o.server_pid, Some(5));
+        assert_eq!(o.redis_pid, Some(7));
+        assert!(p("echo --port 9001,9002").is_err());
+        assert!(p("connect --port 9001 --redis-pid 3").is_err());
+        assert!(p("fanout --port 9001,x").is_err());
+        assert!(p("fanout --port 9001 --url ws://127.0.0.1:9002/").is_err());
+        assert!(p("fanout --port 9001,9002 --tls").is_err());
     }
 
     #[test]

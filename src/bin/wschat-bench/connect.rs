@@ -150,7 +150,7 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
     }
     let timed_out = ok + failed < o.clients;
     let elapsed = last_open.duration_since(t0).as_secs_f64().max(1e-9);
-    let usage = Usage::read(server_cpu.as_ref(), &bench_cpu);
+    let usage = Usage::read(server_cpu.as_slice(), None, &bench_cpu);
 
     // Hold the connections open (answering pings), then measure memory.
     let hold_until = Instant::now() + Duration::from_secs_f64(o.hold.max(0.5));

@@ -199,7 +199,7 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
         }
     }
     let usage = match &meters {
-        Some((s, b)) => Usage::read(s.as_ref(), b),
+        Some((s, b)) => Usage::read(s.as_slice(), None, b),
         None => Usage::default(),
     };
     let mut row = Row::new(&o.label, "echo", "run");

@@ -70,6 +70,11 @@ struct Rx {
     errors: BTreeMap<String, u64>,
     /// Frames that were neither ours nor chat bookkeeping.
     unexpected: u64,
+    /// Messages scheduled before this session opened are an earlier
+    /// session's (a ramp reconnects after losing clients; a cluster may
+    /// still be delivering that session's backlog): ignored.
+    opened_ns: u64,
+    stale: u64,
     /// When the last frame arrived (generator clock): settling waits for quiet.
     last_frame_ns: u64,
 }
@@ -161,9 +166,16 @@ fn parse_text(text: &[u8]) -> Option<(usize, u32, u64)> {
     ))
 }
 
-/// The fast path: finds the `"message":"` field of a compact JSON frame.
+/// The fast path: finds the `"message":"` field of a compact `usermsg`
+/// frame. Only a frame that says it is a `usermsg` first: a `history`
+/// greeting holds earlier messages (in a cluster, earlier runs' too, kept
+/// by Redis), which must not count as deliveries.
 fn parse_bench_frame(payload: &[u8]) -> Option<(usize, u32, u64)> {
+    const USERMSG: &[u8] = b"{\"type\":\"usermsg\",";
     const NEEDLE: &[u8] = b"\"message\":\"";
+    if !payload.starts_with(USERMSG) {
+        return None;
+    }
     let at = find(payload, NEEDLE)?;
     parse_text(&payload[at + NEEDLE.len()..])
 }
@@ -215,6 +227,10 @@ impl Rx {
             self.unexpected += 1;
             return;
         }
+        if sent_ns < self.opened_ns {
+            self.stale += 1;
+            return;
+        }
         let slot = &mut self.last_seq[r * self.senders + s];
         let st = &mut self.step;
         if seq > *slot {
@@ -243,8 +259,12 @@ pub struct StepResult {
 
 impl<'a> Session<'a> {
     /// Connects `o.clients` clients and joins each with a name; returns when
-    /// every client has seen its own join event.
-    pub fn open(o: &'a Opts, generation: u32) -> Result<Session<'a>, String> {
+    /// every client has seen its own join event. `epoch` is the clock of
+    /// message times, shared by the sessions of one ramp.
+    pub fn open(o: &'a Opts, generation: u32, epoch: Instant) -> Result<Session<'a>, String> {
+        if o.targets.len() > 1 {
+            wait_healthy(&o.targets, Duration::from_secs_f64(o.setup_timeout))?;
+        }
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         let names = (0..o.clients)
             .map(|i| {
@@ -275,11 +295,13 @@ impl<'a> Session<'a> {
                 },
                 errors: BTreeMap::new(),
                 unexpected: 0,
+                opened_ns: epoch.elapsed().as_nanos() as u64,
+                stale: 0,
                 last_frame_ns: 0,
             },
             scratch: vec![0; 256 * 1024],
             next_seq: vec![0; o.senders],
-            epoch: Instant::now(),
+            epoch,
             msg: Vec::with_capacity(o.size + 64),
             dirty: Vec::new(),
             is_dirty: vec![false; o.senders],
@@ -292,16 +314,17 @@ impl<'a> Session<'a> {
             // Keep at most `concurrency` connections between connect and join.
             while s.conns.len() < o.clients && s.conns.len() - s.rx.joined_count < o.concurrency {
                 let i = s.conns.len();
+                let target = target_of(o, i);
                 let c = Conn::connect(
                     s.poll.registry(),
                     Token(i),
-                    o.target,
+                    target,
                     None,
                     &o.path,
                     i as u64 + 1,
                     o.tls.as_ref(),
                 )
-                .map_err(|e| format!("connect {}: {e}", o.target))?;
+                .map_err(|e| format!("connect {target}: {e}"))?;
                 s.conns.push(c);
                 s.alive.push(true);
             }
@@ -542,12 +565,17 @@ impl<'a> Session<'a> {
             k: 0,
             total: ((end_ns - start_ns) as f64 / interval).floor() as u64,
         });
-        let pid = o.server_pid.map(|p| p.to_string());
-        let mut meters: Option<(Option<CpuMeter>, CpuMeter)> = None;
+        let pids: Vec<String> = o.server_pids.iter().map(u32::to_string).collect();
+        let redis_pid = o.redis_pid.map(|p| p.to_string());
+        let mut meters: Option<(Vec<CpuMeter>, Option<CpuMeter>, CpuMeter)> = None;
         loop {
             let now = self.now_ns();
             if meters.is_none() && now >= measure_from_ns {
-                meters = Some((pid.as_deref().map(CpuMeter::start), CpuMeter::start("self")));
+                meters = Some((
+                    pids.iter().map(|p| CpuMeter::start(p)).collect(),
+                    redis_pid.as_deref().map(CpuMeter::start),
+                    CpuMeter::start("self"),
+                ));
             }
             if now >= end_ns {
                 break;
@@ -569,7 +597,7 @@ impl<'a> Session<'a> {
         }
         self.sched = None;
         let usage = match &meters {
-            Some((srv, me)) => Usage::read(srv.as_ref(), me),
+            Some((srv, redis, me)) => Usage::read(srv, redis.as_ref(), me),
             None => Usage::default(),
         };
         // Drain: wait for the deliveries still in flight.
@@ -637,6 +665,10 @@ impl<'a> Session<'a> {
         row.set("disconnects", st.disconnects);
         row.set("errors", st.server_errors);
         usage.fill(&mut row);
+        if let Some(us) = usage.redis_us_per_event(st.sent) {
+            row.setf("redis_us_per_event", us, 2);
+        }
+        row.set("nodes", o.targets.len());
         row.setf("send_lag_p99_ms", lag99, 3);
         row.set("bottleneck", limits.join("; "));
         row.set("verdict", verdict);
@@ -653,10 +685,11 @@ impl<'a> Session<'a> {
         let row = &r.row;
         let g = |c| row.get(c);
         println!(
-            "fanout [{}] {}: {} clients, {} senders, {} msg/s offered for {} s",
+            "fanout [{}] {}: {} clients on {} node(s), {} senders, {} msg/s offered for {} s",
             g("label"),
             g("phase"),
             g("clients"),
+            g("nodes"),
             g("senders"),
             g("rate"),
             g("duration_s")
@@ -671,12 +704,13 @@ impl<'a> Session<'a> {
             g("delivered_fps")
         );
         println!(
-            "  gaps {}, reorders {}, disconnects {}, server errors {}, unexpected frames {}, max unsent at a sender {} B",
+            "  gaps {}, reorders {}, disconnects {}, server errors {}, unexpected frames {}, earlier sessions' frames {}, max unsent at a sender {} B",
             g("gaps"),
             g("reorders"),
             g("disconnects"),
             g("errors"),
             self.rx.unexpected,
+            self.rx.stale,
             self.rx.step.max_unsent
         );
         println!(
@@ -688,6 +722,9 @@ impl<'a> Session<'a> {
             g("send_lag_p99_ms")
         );
         println!("  CPU (percent of one core): {}", r.usage.describe());
+        if !g("redis_us_per_event").is_empty() {
+            println!("  redis CPU per chat event: {} us", g("redis_us_per_event"));
+        }
         if !self.rx.errors.is_empty() {
             println!("  errors: {}", self.error_summary());
         }
@@ -704,9 +741,60 @@ impl<'a> Session<'a> {
     }
 }
 
+/// The server client `i` talks to: round-robin over the ports, so with the
+/// senders being clients `0..S`, they are spread over the nodes too and
+/// every node receives messages that other nodes accepted.
+fn target_of(o: &Opts, i: usize) -> std::net::SocketAddrV4 {
+    o.targets
+        .get(i % o.targets.len().max(1))
+        .copied()
+        .unwrap_or(o.target)
+}
+
+/// `GET /healthz` answered `200` by this server.
+fn healthy(addr: std::net::SocketAddrV4) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr.into(), Duration::from_secs(1))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    let mut n = 0;
+    while n < head.len() {
+        match s.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    head[..n].starts_with(b"HTTP/1.1 200")
+}
+
+/// A cluster node refuses handshakes (503) until it is connected to Redis:
+/// waits until every node says so on `/healthz`.
+fn wait_healthy(targets: &[std::net::SocketAddrV4], max: Duration) -> Result<(), String> {
+    let until = Instant::now() + max;
+    for &t in targets {
+        while !healthy(t) {
+            if Instant::now() > until {
+                return Err(format!(
+                    "{t}: GET /healthz did not answer 200 within {:.0} s",
+                    max.as_secs_f64()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
 /// `fanout` without `--ramp`: one step at `--rate`.
 pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
-    let mut s = Session::open(o, 0)?;
+    let mut s = Session::open(o, 0, Instant::now())?;
     let r = s.step(o.rate, "run")?;
     s.print(&r);
     if r.generator_limited {
@@ -723,7 +811,8 @@ pub fn run(o: &Opts) -> Result<Vec<Row>, String> {
 pub fn ramp(o: &Opts) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     let mut generation = 0;
-    let mut s = Session::open(o, generation)?;
+    let epoch = Instant::now();
+    let mut s = Session::open(o, generation, epoch)?;
     let mut good: Option<f64> = None;
     let mut bad: Option<f64> = None;
     let mut generator_limited_at: Option<f64> = None;
@@ -748,7 +837,7 @@ pub fn ramp(o: &Opts) -> Result<Vec<Row>, String> {
             // ones are released only as the server notices the closes).
             drop(s);
             generation += 1;
-            s = Session::open(o, generation)?;
+            s = Session::open(o, generation, epoch)?;
         } else {
             s.settle(Duration::from_millis(300), Duration::from_secs(10))?;
         }
@@ -830,8 +919,48 @@ mod tests {
         assert_eq!(parse_bench_frame(f), Some((3, 17, 123456789)));
         let sys = br#"{"type":"system","event":"join","name":"b3","message":"b3 joined"}"#;
         assert_eq!(parse_bench_frame(sys), None);
+        let history = br#"{"type":"history","messages":[{"type":"usermsg","name":"b3","message":"3:17:123456789:xxxx"}]}"#;
+        assert_eq!(parse_bench_frame(history), None);
         assert_eq!(parse_text(b"1:2:"), None);
         assert_eq!(parse_text(b"1:2:99999999999999999999:"), None);
+    }
+
+    #[test]
+    fn clients_and_senders_alternate_over_the_ports() {
+        let o = crate::args::parse(
+            &"fanout --port 9001,9002 --clients 5 --senders 2"
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let ports: Vec<u16> = (0..5).map(|i| target_of(&o, i).port()).collect();
+        assert_eq!(ports, [9001, 9002, 9001, 9002, 9001]);
+    }
+
+    #[test]
+    fn health_check_wants_200() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = match l.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("not v4: {other}"),
+        };
+        let server = std::thread::spawn(move || {
+            for answer in [
+                "HTTP/1.1 503 Service Unavailable\r\n\r\n",
+                "HTTP/1.1 200 OK\r\n\r\n",
+            ] {
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = [0u8; 256];
+                let n = c.read(&mut buf).unwrap();
+                assert!(buf[..n].starts_with(b"GET /healthz HTTP/1.1\r\n"));
+                c.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        assert!(!healthy(addr));
+        assert!(healthy(addr));
+        server.join().unwrap();
     }
 
     #[test]
@@ -856,8 +985,12 @@ mod tests {
             },
             errors: BTreeMap::new(),
             unexpected: 0,
+            opened_ns: 20,
+            stale: 0,
             last_frame_ns: 0,
         };
+        rx.on_bench(0, 1, 99, 10, 300); // an earlier session's: ignored
+        assert_eq!((rx.stale, rx.last_seq[1]), (1, 0));
         for seq in [1, 2, 5, 4, 6] {
             rx.on_bench(0, 1, seq, 200, 300);
         }
@@ -870,6 +1003,13 @@ mod tests {
         let err = br#"{"type":"error","code":"rate_limited","message":"slow down"}"#;
         rx.on_message(0, err, 300);
         assert_eq!(rx.step.server_errors, 1);
+        let history =
+            br#"{"type":"history","messages":[{"type":"usermsg","name":"a","message":"1:9:5:x"}]}"#;
+        rx.on_message(0, history, 300);
+        assert_eq!(
+            (rx.step.delivered, rx.step.reorders, rx.unexpected),
+            (5, 1, 0)
+        );
         let join = br#"{"type": "system", "event": "join", "name": "b", "message": "b joined"}"#;
         rx.on_message(1, join, 300);
         assert_eq!(rx.joined_count, 1);

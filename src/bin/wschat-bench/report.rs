@@ -42,6 +42,10 @@ pub const COLUMNS: &[&str] = &[
     "rss_after_kib",
     "rss_per_conn_kib",
     "round_trips_per_s",
+    "nodes",
+    "nodes_cpu_pct",
+    "redis_cpu_pct",
+    "redis_us_per_event",
     "bottleneck",
     "verdict",
 ];

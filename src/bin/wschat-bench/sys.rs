@@ -36,12 +36,20 @@ pub fn runqueue_wait_ns(pid: &str) -> Option<u64> {
     s.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Nanoseconds the main thread of a process spent on a CPU (field 1 of
+/// `/proc/PID/schedstat`): exact, where `/proc/PID/stat` counts 10 ms ticks.
+pub fn main_thread_cpu_ns(pid: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
 /// Measures the CPU share of one process over an interval, in percent of one
 /// core (200 % is two cores flat out), and how long it waited for a CPU.
 pub struct CpuMeter {
     pid: String,
     start_cpu: Option<f64>,
     start_wait: Option<u64>,
+    start_main_ns: Option<u64>,
     start: std::time::Instant,
 }
 
@@ -51,6 +59,7 @@ impl CpuMeter {
             pid: pid.to_string(),
             start_cpu: cpu_seconds(pid),
             start_wait: runqueue_wait_ns(pid),
+            start_main_ns: main_thread_cpu_ns(pid),
             start: std::time::Instant::now(),
         }
     }
@@ -62,6 +71,16 @@ impl CpuMeter {
         let now = cpu_seconds(&self.pid)?;
         let before = self.start_cpu?;
         (wall > 0.0).then(|| (now - before) / wall * 100.0)
+    }
+
+    /// CPU seconds of the main thread since `start`, to the nanosecond
+    /// where schedstat exists (else the whole process, in ticks). Redis runs
+    /// every command on its main thread, so this is its cost of the chat.
+    pub fn main_thread_seconds(&self) -> Option<f64> {
+        match (main_thread_cpu_ns(&self.pid), self.start_main_ns) {
+            (Some(now), Some(before)) => Some(now.saturating_sub(before) as f64 / 1e9),
+            _ => Some(cpu_seconds(&self.pid)? - self.start_cpu?),
+        }
     }
 
     /// Percent of the interval the process was ready to run but had no CPU:
@@ -80,22 +99,48 @@ pub const CPU_BOUND_PCT: f64 = 90.0;
 /// starved by other work on the machine.
 pub const STARVED_PCT: f64 = 10.0;
 
-/// CPU use of the server and the generator over a measured window.
-#[derive(Clone, Copy, Default)]
+/// CPU use of the server (or every cluster node, and Redis) and the
+/// generator over a measured window.
+#[derive(Clone, Default)]
 pub struct Usage {
+    /// All nodes together (one node: the server).
     pub server_cpu: Option<f64>,
     pub bench_cpu: Option<f64>,
+    /// The longest wait for a CPU among the nodes.
     pub server_wait: Option<f64>,
     pub bench_wait: Option<f64>,
+    /// Each node's CPU, when there are several.
+    pub nodes_cpu: Vec<Option<f64>>,
+    pub redis_cpu: Option<f64>,
+    /// Redis main-thread CPU seconds over the window, for the cost per chat
+    /// event.
+    pub redis_cpu_s: Option<f64>,
+}
+
+fn sum(v: &[Option<f64>]) -> Option<f64> {
+    v.iter().copied().sum()
+}
+
+fn max(v: &[Option<f64>]) -> Option<f64> {
+    v.iter().flatten().copied().reduce(f64::max)
 }
 
 impl Usage {
-    pub fn read(server: Option<&CpuMeter>, me: &CpuMeter) -> Usage {
+    pub fn read(servers: &[CpuMeter], redis: Option<&CpuMeter>, me: &CpuMeter) -> Usage {
+        let nodes_cpu: Vec<Option<f64>> = servers.iter().map(CpuMeter::percent).collect();
+        let waits: Vec<Option<f64>> = servers.iter().map(CpuMeter::wait_percent).collect();
         Usage {
-            server_cpu: server.and_then(CpuMeter::percent),
+            server_cpu: sum(&nodes_cpu),
             bench_cpu: me.percent(),
-            server_wait: server.and_then(CpuMeter::wait_percent),
+            server_wait: max(&waits),
             bench_wait: me.wait_percent(),
+            nodes_cpu: if servers.len() > 1 {
+                nodes_cpu
+            } else {
+                Vec::new()
+            },
+            redis_cpu: redis.and_then(CpuMeter::percent),
+            redis_cpu_s: redis.and_then(CpuMeter::main_thread_seconds),
         }
     }
 
@@ -103,8 +148,20 @@ impl Usage {
         self.bench_cpu.is_some_and(|c| c >= CPU_BOUND_PCT)
     }
 
+    /// One node near a full core (several nodes sharing a core show as the
+    /// wait for a CPU instead).
     pub fn server_cpu_bound(&self) -> bool {
-        self.server_cpu.is_some_and(|c| c >= CPU_BOUND_PCT)
+        if self.nodes_cpu.is_empty() {
+            self.server_cpu.is_some_and(|c| c >= CPU_BOUND_PCT)
+        } else {
+            max(&self.nodes_cpu).is_some_and(|c| c >= CPU_BOUND_PCT)
+        }
+    }
+
+    /// Redis CPU microseconds per chat event (`events` sent in the window).
+    pub fn redis_us_per_event(&self, events: u64) -> Option<f64> {
+        let s = self.redis_cpu_s?;
+        (events > 0).then(|| s * 1e6 / events as f64)
     }
 
     /// The generator's own limits, as notes for the report.
@@ -149,22 +206,38 @@ impl Usage {
             ("bench_cpu_pct", self.bench_cpu),
             ("server_wait_pct", self.server_wait),
             ("bench_wait_pct", self.bench_wait),
+            ("redis_cpu_pct", self.redis_cpu),
         ];
         for (col, v) in cols {
             if let Some(v) = v {
                 row.setf(col, v, 1);
             }
         }
+        if !self.nodes_cpu.is_empty() {
+            row.set("nodes_cpu_pct", self.nodes_text("/"));
+        }
+    }
+
+    /// Each node's CPU, "40/38".
+    fn nodes_text(&self, sep: &str) -> String {
+        self.nodes_cpu
+            .iter()
+            .map(|c| c.map_or("n/a".to_string(), |c| format!("{c:.0}")))
+            .collect::<Vec<_>>()
+            .join(sep)
     }
 
     /// "server 40 %, generator 35 %" plus waits worth mentioning.
     pub fn describe(&self) -> String {
         let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0} %"));
-        let mut s = format!(
-            "server {}, generator {}",
-            pct(self.server_cpu),
-            pct(self.bench_cpu)
-        );
+        let mut s = format!("server {}", pct(self.server_cpu));
+        if !self.nodes_cpu.is_empty() {
+            s.push_str(&format!(" (nodes {} %)", self.nodes_text(" + ")));
+        }
+        if self.redis_cpu.is_some() {
+            s.push_str(&format!(", redis {}", pct(self.redis_cpu)));
+        }
+        s.push_str(&format!(", generator {}", pct(self.bench_cpu)));
         let waits = [("server", self.server_wait), ("generator", self.bench_wait)];
         for (who, w) in waits {
             if let Some(w) = w
@@ -219,6 +292,15 @@ mod tests {
         // schedstat needs CONFIG_SCHED_INFO; where it exists it parses.
         if std::path::Path::new("/proc/self/schedstat").exists() {
             assert!(runqueue_wait_ns("self").is_some());
+            // Tests run on their own threads, not the process's main one.
+            let m = CpuMeter::start("thread-self");
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            while t.elapsed() < std::time::Duration::from_millis(30) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            let spent = m.main_thread_seconds().unwrap();
+            assert!(spent > 0.01 && spent < 1.0, "{spent}");
         }
         assert!(rss_kib("self").unwrap_or(0) > 0);
     }
