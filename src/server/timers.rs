@@ -50,8 +50,15 @@ impl Timers {
 
     /// `at` on the heap's clock, rounded up so nothing fires early.
     pub fn key(&self, at: Instant) -> Millis {
-        let nanos = at.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(NONE - 1)
+        // u64 arithmetic: this runs after every read and flush, and a u128
+        // division (`as_nanos`) costs more than the rest of it.
+        let since = at.saturating_duration_since(self.origin);
+        let millis = u64::from(since.subsec_nanos().div_ceil(1_000_000));
+        since
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(millis)
+            .min(NONE - 1)
     }
 
     /// Schedules `slot` at `at`; returns the entry's key.
@@ -72,9 +79,13 @@ impl Timers {
 
     /// Removes and returns an entry due at `now`: its key, slot and kind.
     pub fn pop_due(&mut self, now: Instant) -> Option<(Millis, usize, Kind)> {
-        let now = now.saturating_duration_since(self.origin).as_millis();
+        let since = now.saturating_duration_since(self.origin);
+        let now = since
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(since.subsec_millis()));
         match self.heap.peek() {
-            Some(Reverse((at, _, _))) if u128::from(*at) <= now => self
+            Some(Reverse((at, _, _))) if *at <= now => self
                 .heap
                 .pop()
                 .map(|Reverse((at, slot, kind))| (at, slot as usize, kind)),
