@@ -168,12 +168,13 @@ impl History {
 /// Ids for broadcasts of a single node, unique across its restarts.
 ///
 /// An id is `PREFIX-COUNTER`: the prefix is made once per process from the
-/// start time in milliseconds, the process id and 40 bits from the standard
-/// library's OS-seeded hasher keys; the counter counts up from 0 in base 36.
-/// Two runs would share a prefix only if they started in the same
-/// millisecond with the same pid and drew the same random bits. Ids hold
-/// only `[a-z0-9-]` and stay under 40 characters (PROTOCOL section 9 allows
-/// 1-64 of `[A-Za-z0-9_-]`).
+/// start time in milliseconds and 30 bits from the standard library's
+/// OS-seeded hasher keys (14 base-36 digits); the counter counts up from 0
+/// in base 36. Two runs would share a prefix only if they started in the
+/// same millisecond and drew the same 30 random bits (one in a billion).
+/// Ids hold only `[a-z0-9-]` and stay under 30 characters (PROTOCOL
+/// section 9 allows 1-64 of `[A-Za-z0-9_-]`); typically 16-18, since every
+/// broadcast frame carries one to every recipient.
 #[derive(Debug)]
 pub struct IdGenerator {
     prefix: String,
@@ -192,14 +193,16 @@ impl IdGenerator {
         // without a random-number crate.
         let random = std::collections::hash_map::RandomState::new()
             .build_hasher()
-            .finish()
-            & 0xFF_FFFF_FFFF;
+            .finish();
+        // The start time (8 base-36 digits until 2059) and 30 random bits
+        // in 6 fixed-width digits tell processes apart; the counter after
+        // the dash tells messages apart. Short on purpose: every broadcast
+        // frame carries its id to every recipient.
         let mut prefix = String::new();
         push_base36(&mut prefix, millis);
-        prefix.push('-');
-        push_base36(&mut prefix, u64::from(std::process::id()));
-        prefix.push('-');
-        push_base36(&mut prefix, random);
+        let mut tail = String::new();
+        push_base36(&mut tail, (random & 0x3FFF_FFFF) + 36u64.pow(6));
+        prefix.push_str(tail.get(1..).unwrap_or("0"));
         IdGenerator { prefix, next: 0 }
     }
 
