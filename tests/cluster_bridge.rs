@@ -3,77 +3,14 @@
 //! Redis on a free 127.0.0.1 port and stops it by PID.
 
 use std::collections::BTreeSet;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::redis::Redis;
 use mio::{Events, Poll, Token, Waker};
 use wschat::cluster::{Claim, ClusterLink, Notice, Proposal, Reject, Release, User};
-
-/// A private redis-server; killed (by PID) and reaped on drop.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut r = Redis { port, child: None };
-        r.spawn(&[]);
-        r
-    }
-
-    fn spawn(&mut self, extra: &[&str]) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install it: apt-get install -y redis-server")
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn client(&self, password: Option<&str>) -> redis::Connection {
-        let url = match password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
-            None => self.url(),
-        };
-        redis::Client::open(url)
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-            .expect("test connection to redis")
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// One node: a link, the poll its waker belongs to, and what it was told.
 struct Node {
@@ -449,7 +386,7 @@ fn losing_redis_holds_events_and_recovers_after_an_empty_restart() {
 
     // Redis comes back empty, but locked until another node's claim of
     // Carol is in, so that claim reaches it first whatever the back-off.
-    redis.spawn(&["--requirepass", "sesame"]);
+    redis.spawn_with(&["--requirepass", "sesame"]);
     let mut admin = redis.client(Some("sesame"));
     redis::cmd("HSET")
         .arg("{t}:names")

@@ -2,7 +2,7 @@
 //! budgets), the steps connections report handed to the service, and
 //! output from connections back into transports.
 
-use super::room::LoopRoom;
+use super::room::{LoopRoom, Outbox};
 
 use super::*;
 use crate::app::{Answer, Response};
@@ -487,11 +487,13 @@ impl<S: Service> Server<S> {
     ) -> R {
         let mut room = LoopRoom {
             conns: &mut self.conns,
-            dirty: &mut self.dirty,
-            slow: &mut self.slow,
+            out: Outbox {
+                dirty: &mut self.dirty,
+                slow: &mut self.slow,
+                metrics: &mut self.metrics,
+                max_output: self.config.max_output_bytes,
+            },
             closes: &mut self.closes,
-            metrics: &mut self.metrics,
-            max_output: self.config.max_output_bytes,
             now: self.now,
             fd_capacity: self.fd_capacity,
         };

@@ -14,57 +14,62 @@ use std::time::Instant;
 /// A borrow of the loop's parts that a service call may touch.
 pub(super) struct LoopRoom<'a, P> {
     pub conns: &'a mut Slab<Slot<P>>,
-    pub dirty: &'a mut VecDeque<usize>,
-    /// Connections found over `--max-output-bytes` while queueing.
-    pub slow: &'a mut Vec<usize>,
+    pub out: Outbox<'a>,
     /// Closes asked for, settled after the current event.
     pub closes: &'a mut Vec<(usize, CloseCode, String)>,
-    pub metrics: &'a mut Metrics,
-    pub max_output: usize,
     pub now: Instant,
     pub fd_capacity: u64,
 }
 
-/// Appends `len` bytes, written by `write`, to an open connection's output
-/// if it stays under its cap; over the cap the connection goes on the
-/// `slow` list instead. Writing in place lets a frame be encoded straight
-/// into the buffer.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn queue<P>(
-    t: usize,
-    slot: &mut Slot<P>,
-    len: usize,
-    max_output: usize,
-    dirty: &mut VecDeque<usize>,
-    slow: &mut Vec<usize>,
-    bytes_sent: &mut u64,
-    write: impl FnOnce(&mut Vec<u8>),
-) -> bool {
-    if !slot.conn.is_open() {
-        return false;
-    }
-    let pending = slot.pending();
-    if pending.saturating_add(len) > max_output && pending > 0 {
-        // Output queued this turn has not met the socket yet: only what the
-        // kernel refuses counts as pending, so write now before judging.
-        if let Ok(written) = slot.write_out() {
-            *bytes_sent += written as u64;
-        }
-        // One message always fits an empty buffer, so a message larger than
-        // the cap (an echo of a big message) is not mistaken for a slow
-        // reader; memory stays bounded by the cap plus one message.
-        let pending = slot.pending();
-        if pending > 0 && pending.saturating_add(len) > max_output {
-            slow.push(t);
+/// Where queued output is accounted: the turn's flush list, the slow
+/// consumers, the counters.
+pub(super) struct Outbox<'a> {
+    pub dirty: &'a mut VecDeque<usize>,
+    /// Connections found over `--max-output-bytes` while queueing.
+    pub slow: &'a mut Vec<usize>,
+    pub metrics: &'a mut Metrics,
+    pub max_output: usize,
+}
+
+impl Outbox<'_> {
+    /// Appends `len` bytes, written by `write`, to an open connection's
+    /// output if it stays under its cap; over the cap the connection goes
+    /// on the `slow` list instead. Writing in place lets a frame be encoded
+    /// straight into the buffer.
+    fn queue<P>(
+        &mut self,
+        t: usize,
+        slot: &mut Slot<P>,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> bool {
+        if !slot.conn.is_open() {
             return false;
         }
+        let pending = slot.pending();
+        if pending.saturating_add(len) > self.max_output && pending > 0 {
+            // Output queued this turn has not met the socket yet: only what
+            // the kernel refuses counts as pending, so write now before
+            // judging.
+            if let Ok(written) = slot.write_out() {
+                self.metrics.bytes_sent += written as u64;
+            }
+            // One message always fits an empty buffer, so a message larger
+            // than the cap (an echo of a big message) is not mistaken for a
+            // slow reader; memory stays bounded by the cap plus one message.
+            let pending = slot.pending();
+            if pending > 0 && pending.saturating_add(len) > self.max_output {
+                self.slow.push(t);
+                return false;
+            }
+        }
+        slot.conn.queue_with(write);
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push_back(t);
+        }
+        true
     }
-    slot.conn.queue_with(write);
-    if !slot.dirty {
-        slot.dirty = true;
-        dirty.push_back(t);
-    }
-    true
 }
 
 impl<P> Connections<P> for LoopRoom<'_, P> {
@@ -85,48 +90,26 @@ impl<P> Connections<P> for LoopRoom<'_, P> {
         let Some(slot) = self.conns.get_mut(id) else {
             return false;
         };
-        queue(
-            id,
-            slot,
-            frame.len(),
-            self.max_output,
-            self.dirty,
-            self.slow,
-            &mut self.metrics.bytes_sent,
-            |out| out.extend_from_slice(frame),
-        )
+        self.out
+            .queue(id, slot, frame.len(), |out| out.extend_from_slice(frame))
     }
 
     fn send_frame(&mut self, id: ConnId, opcode: Opcode, payload: &[u8]) -> bool {
         let Some(slot) = self.conns.get_mut(id) else {
             return false;
         };
-        queue(
-            id,
-            slot,
-            Connection::frame_len(payload.len()),
-            self.max_output,
-            self.dirty,
-            self.slow,
-            &mut self.metrics.bytes_sent,
-            |out| encode_frame(out, opcode, payload),
-        )
+        let len = Connection::frame_len(payload.len());
+        self.out
+            .queue(id, slot, len, |out| encode_frame(out, opcode, payload))
     }
 
     fn broadcast(&mut self, frame: &[u8], mut to: impl FnMut(&P) -> bool) -> u64 {
         let mut sent = 0;
         for (t, slot) in self.conns.iter_mut() {
             if slot.app.as_ref().is_some_and(&mut to)
-                && queue(
-                    t,
-                    slot,
-                    frame.len(),
-                    self.max_output,
-                    self.dirty,
-                    self.slow,
-                    &mut self.metrics.bytes_sent,
-                    |out| out.extend_from_slice(frame),
-                )
+                && self
+                    .out
+                    .queue(t, slot, frame.len(), |out| out.extend_from_slice(frame))
             {
                 sent += 1;
             }
@@ -139,7 +122,7 @@ impl<P> Connections<P> for LoopRoom<'_, P> {
     }
 
     fn metrics(&mut self) -> &mut Metrics {
-        self.metrics
+        self.out.metrics
     }
 
     fn render_metrics(&mut self, app: &AppGauges) -> String {
@@ -158,6 +141,6 @@ impl<P> Connections<P> for LoopRoom<'_, P> {
                 State::Http => g.http += 1,
             }
         }
-        self.metrics.render(&g)
+        self.out.metrics.render(&g)
     }
 }

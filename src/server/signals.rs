@@ -7,52 +7,19 @@ use super::*;
 
 impl<S: Service> Server<S> {
     /// Routes SIGINT and SIGTERM into the loop as a graceful shutdown (a
-    /// second signal during shutdown stops at once). signal-hook writes a
-    /// byte to a socket pair from the handler, which is async-signal-safe;
-    /// the loop polls the other end like any connection.
+    /// second signal during shutdown stops at once), and SIGHUP to a TLS
+    /// reload, on a pipe of its own: a reload must never be mistaken for a
+    /// shutdown, however signals coalesce.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let (read_end, write_end) = std::os::unix::net::UnixStream::pair()?;
-        read_end.set_nonblocking(true)?;
-        write_end.set_nonblocking(true)?;
-        signal_hook::low_level::pipe::register(
-            signal_hook::consts::SIGTERM,
-            write_end.try_clone()?,
-        )?;
-        signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write_end)?;
-        let mut read_end = UnixStream::from_std(read_end);
-        self.poll
-            .registry()
-            .register(&mut read_end, SIGNALS, Interest::READABLE)?;
-        self.signals = Some(read_end);
-        // SIGHUP on a pipe of its own: a reload must never be mistaken for
-        // a shutdown, however signals coalesce.
-        let (read_end, write_end) = std::os::unix::net::UnixStream::pair()?;
-        read_end.set_nonblocking(true)?;
-        write_end.set_nonblocking(true)?;
-        signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, write_end)?;
-        let mut read_end = UnixStream::from_std(read_end);
-        self.poll
-            .registry()
-            .register(&mut read_end, RELOAD, Interest::READABLE)?;
-        self.reload_signals = Some(read_end);
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        self.signals = Some(signal_pipe(&self.poll, &[SIGTERM, SIGINT], SIGNALS)?);
+        self.reload_signals = Some(signal_pipe(&self.poll, &[SIGHUP], RELOAD)?);
         Ok(())
     }
 
     /// Returns true when a signal arrived while already shutting down.
     pub(super) fn drain_signals(&mut self) -> bool {
-        let mut got = false;
-        if let Some(signals) = &mut self.signals {
-            let mut buf = [0u8; 16];
-            loop {
-                match signals.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => got = true,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        }
-        if !got {
+        if !drain(self.signals.as_mut()) {
             return false;
         }
         if self.shutdown_deadline.is_some() {
@@ -66,19 +33,7 @@ impl<S: Service> Server<S> {
     /// New connections get the new pair; open ones keep theirs. On error
     /// the old pair stays. Without TLS there is nothing to reload.
     pub(super) fn reload_tls(&mut self) {
-        let mut got = false;
-        if let Some(signals) = &mut self.reload_signals {
-            let mut buf = [0u8; 16];
-            loop {
-                match signals.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => got = true,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        }
-        if !got {
+        if !drain(self.reload_signals.as_mut()) {
             return;
         }
         let Some(tls) = &mut self.tls else {
@@ -100,4 +55,37 @@ impl<S: Service> Server<S> {
             }
         }
     }
+}
+
+/// A socket pair whose write end the handlers of `signals` write to; the
+/// read end is registered with the poll under `token`.
+fn signal_pipe(poll: &Poll, signals: &[i32], token: Token) -> io::Result<UnixStream> {
+    let (read_end, write_end) = std::os::unix::net::UnixStream::pair()?;
+    read_end.set_nonblocking(true)?;
+    write_end.set_nonblocking(true)?;
+    for &signal in signals {
+        signal_hook::low_level::pipe::register(signal, write_end.try_clone()?)?;
+    }
+    let mut read_end = UnixStream::from_std(read_end);
+    poll.registry()
+        .register(&mut read_end, token, Interest::READABLE)?;
+    Ok(read_end)
+}
+
+/// Empties a signal pipe; true if any signal had arrived.
+fn drain(pipe: Option<&mut UnixStream>) -> bool {
+    let Some(pipe) = pipe else {
+        return false;
+    };
+    let mut got = false;
+    let mut buf = [0u8; 16];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => got = true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    got
 }

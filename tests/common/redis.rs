@@ -17,17 +17,23 @@ impl Redis {
             .expect("a free port")
             .port();
         let mut redis = Redis { port, child: None };
-        redis.spawn();
+        redis.spawn_with(&[]);
         redis
     }
 
     /// Starts the server (again, empty) on the same port; returns once it
     /// accepts connections.
     pub fn spawn(&mut self) {
+        self.spawn_with(&[]);
+    }
+
+    /// [`Redis::spawn`] with extra `redis-server` arguments.
+    pub fn spawn_with(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "redis-server already running");
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -52,6 +58,17 @@ impl Redis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A direct connection, for a test to look at or change Redis itself.
+    pub fn client(&self, password: Option<&str>) -> redis::Connection {
+        let url = match password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        redis::Client::open(url)
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            .expect("test connection to redis")
     }
 }
 
