@@ -299,15 +299,7 @@ impl Writer {
             return self.resync();
         }
         let con = self.con.as_mut().ok_or_else(not_connected)?;
-        let alive: usize = self
-            .reap
-            .key(&keys.nodes)
-            .key(&keys.names)
-            .key(&keys.events)
-            .key(&keys.epoch)
-            .arg(&keys.lease_prefix)
-            .arg(STREAM_MAXLEN)
-            .invoke(con)?;
+        let alive = reap(&self.reap, &keys, con)?;
         let before = self.shared.nodes_alive.swap(alive, Ordering::Relaxed);
         if before != alive {
             self.shared.notify([Notice::NodesAlive(alive)]);
@@ -447,18 +439,27 @@ impl Writer {
         redis::cmd("DEL")
             .arg(keys.lease(&self.shared.node))
             .query::<()>(con)?;
-        let _: usize = self
-            .reap
-            .key(&keys.nodes)
-            .key(&keys.names)
-            .key(&keys.events)
-            .key(&keys.epoch)
-            .arg(&keys.lease_prefix)
-            .arg(STREAM_MAXLEN)
-            .invoke(con)?;
+        reap(&self.reap, keys, con)?;
         self.owned.clear();
         Ok(())
     }
+}
+
+/// Runs the reaping script (dead nodes' names freed, with their leaves);
+/// returns how many nodes are alive.
+fn reap(
+    script: &Script,
+    keys: &scripts::Keys,
+    con: &mut redis::Connection,
+) -> redis::RedisResult<usize> {
+    script
+        .key(&keys.nodes)
+        .key(&keys.names)
+        .key(&keys.events)
+        .key(&keys.epoch)
+        .arg(&keys.lease_prefix)
+        .arg(STREAM_MAXLEN)
+        .invoke(con)
 }
 
 fn not_connected() -> redis::RedisError {
