@@ -657,3 +657,142 @@ fn openssl_s_client_tls12_tls13_and_alpn() {
         }
     }
 }
+
+/// Writes `bytes` a few at a time with pauses, so that the server reads
+/// partial records and keeps the rest between reads.
+fn trickle(sock: &mut TcpStream, bytes: &[u8], piece: usize) {
+    for chunk in bytes.chunks(piece) {
+        sock.write_all(chunk).unwrap();
+        thread::sleep(Duration::from_micros(300));
+    }
+}
+
+#[test]
+fn trickled_and_bulk_records_arrive_whole_and_an_idle_connection_keeps_no_buffers() {
+    let dir = TempDir::new("tls-trickle");
+    let pki = pki(&dir);
+    let settings = TlsSettings::load(&pki.cert, &pki.key).unwrap();
+    for versions in [&[&TLS13][..], &[&TLS12][..]] {
+        let (mut server, mut sock) = pair(settings.config());
+        sock.set_nodelay(true).unwrap();
+        let config = pki.client_config(versions, &[b"http/1.1"]);
+        let bulk: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = bulk.clone();
+        let client = thread::spawn(move || {
+            let mut conn = rustls::ClientConnection::new(config, localhost()).unwrap();
+            // The whole handshake and a short line, 3 bytes at a time.
+            conn.writer().write_all(b"first line").unwrap();
+            let mut wire = Vec::new();
+            while conn.is_handshaking() {
+                while conn.wants_write() {
+                    conn.write_tls(&mut wire).unwrap();
+                }
+                trickle(&mut sock, &wire, 3);
+                wire.clear();
+                if conn.is_handshaking() {
+                    conn.read_tls(&mut sock).unwrap();
+                    conn.process_new_packets().unwrap();
+                }
+            }
+            while conn.wants_write() {
+                conn.write_tls(&mut wire).unwrap();
+            }
+            trickle(&mut sock, &wire, 3);
+            // Then 100 kB in one go: seven records, read in pieces.
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            tls.write_all(&bulk).unwrap();
+            let mut echoed = vec![0u8; bulk.len()];
+            tls.read_exact(&mut echoed).unwrap();
+            echoed
+        });
+        let all = read_exactly(&mut server, 10 + expected.len()).unwrap();
+        let (first, got) = all.split_at(10);
+        assert!(
+            first == b"first line",
+            "trickled line intact ({versions:?})"
+        );
+        assert!(got == expected, "bulk plaintext intact ({versions:?})");
+        let mut sent = 0;
+        while sent < got.len() {
+            match server.write(&got[sent..]) {
+                Ok(n) => sent += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    server.flush_pending().unwrap();
+                    thread::sleep(STEP);
+                }
+                Err(err) => panic!("write: {err}"),
+            }
+        }
+        flush_all(&mut server);
+        assert!(client.join().unwrap() == expected, "echo intact");
+        assert!(
+            !server.holds_buffers(),
+            "everything sent and read: the connection keeps no buffer ({versions:?})"
+        );
+        assert_eq!(server.pending_bytes(), 0);
+    }
+}
+
+#[test]
+fn a_key_update_from_the_client_is_followed_in_both_directions() {
+    let dir = TempDir::new("tls-keyupdate");
+    let pki = pki(&dir);
+    let settings = TlsSettings::load(&pki.cert, &pki.key).unwrap();
+    let (mut server, sock) = pair(settings.config());
+    let config = pki.client_config(&[&TLS13], &[b"http/1.1"]);
+    let client = thread::spawn(move || {
+        let conn = rustls::ClientConnection::new(config, localhost()).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        tls.write_all(b"before").unwrap();
+        let mut reply = [0u8; 6];
+        tls.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"BEFORE");
+        // New keys for the client's direction; rustls asks the server to
+        // update its own too.
+        tls.conn.refresh_traffic_keys().unwrap();
+        tls.write_all(b"after!").unwrap();
+        tls.read_exact(&mut reply).unwrap();
+        reply
+    });
+    assert_eq!(read_exactly(&mut server, 6).unwrap(), b"before");
+    server.write(b"BEFORE").unwrap();
+    flush_all(&mut server);
+    assert_eq!(read_exactly(&mut server, 6).unwrap(), b"after!");
+    server.write(b"AFTER!").unwrap();
+    flush_all(&mut server);
+    assert_eq!(&client.join().unwrap(), b"AFTER!");
+}
+
+#[test]
+fn a_handshake_message_that_never_makes_sense_is_refused_after_its_last_record() {
+    let dir = TempDir::new("tls-bighello");
+    let pki = pki(&dir);
+    let settings = TlsSettings::load(&pki.cert, &pki.key).unwrap();
+    let (mut server, mut sock) = pair(settings.config());
+    // A "ClientHello" of 65 000 bytes of nonsense, in 16 KiB records: the
+    // server must keep the parts between reads, then refuse it whole.
+    let body_len: usize = 65_000;
+    let mut message = vec![0x01, 0x00, (body_len >> 8) as u8, body_len as u8];
+    message.extend(std::iter::repeat_n(0xAB, body_len));
+    let mut wire = Vec::new();
+    for record in message.chunks(16_384) {
+        wire.extend_from_slice(&[0x16, 0x03, 0x01]);
+        wire.extend_from_slice(&(record.len() as u16).to_be_bytes());
+        wire.extend_from_slice(record);
+    }
+    let writer = thread::spawn(move || {
+        for part in wire.chunks(5_000) {
+            if sock.write_all(part).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        sock
+    });
+    let err = read_exactly(&mut server, 1).expect_err("nonsense must be refused");
+    assert!(
+        matches!(TlsFailure::of(&err), Some(TlsFailure::Rejected(_))),
+        "{err}"
+    );
+    drop(writer.join().unwrap());
+}

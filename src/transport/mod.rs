@@ -6,6 +6,7 @@
 //! engine's output buffer plus [`Transport::pending_bytes`], what the
 //! transport itself still holds (TLS records not yet written).
 
+mod queue;
 pub mod tls;
 
 use mio::net::TcpStream;

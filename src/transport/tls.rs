@@ -1,32 +1,45 @@
-//! TLS as a transport: a `rustls` server session beside a non-blocking socket
-//! (PROTOCOL section 10), plus the certificate/key settings it is built from.
+//! TLS as a transport: a rustls server session beside a non-blocking socket
+//! (PROTOCOL section 10). The certificate and key it is built from live in
+//! [`settings`].
 //!
-//! The session is sans-IO: on readable the transport moves ciphertext from
-//! the socket into rustls (`read_tls`, `process_new_packets`) and hands out
-//! plaintext; to send, plaintext is *staged* here and encrypted only when the
-//! loop calls [`TlsTransport::flush_pending`] (or when a full record's worth
-//! has been staged). That is what turns one loop turn's frames into as few
-//! TLS records as possible instead of one record per frame: rustls turns each
-//! `writer().write` call into at least one record.
+//! The session is rustls' *unbuffered* API: rustls keeps only its session
+//! state (keys) and this module owns every buffer. Ciphertext is read into,
+//! and records are encrypted into, one scratch pair per thread; a
+//! connection keeps only what cannot be finished at once (a partial record,
+//! bytes the kernel did not take, plaintext not yet handed out) and gives
+//! those buffers back as soon as they are empty. So an idle wss connection
+//! holds its session and nothing else, and a handshake leaves no buffer
+//! behind to fragment the heap; rustls' buffered API keeps a 4 KiB receive
+//! buffer per connection for its whole life.
 //!
-//! Output accounting ([`TlsTransport::pending_bytes`]) is exact: rustls'
-//! outgoing records are drained at once into a buffer this type owns, so
-//! "inside the transport" is the staged plaintext plus the encrypted bytes the
-//! kernel has not taken yet. rustls itself holds no outgoing bytes between
-//! calls (its own buffer limit is set as a safety net, see [`INSIDE_LIMIT`]).
+//! Sending: plaintext is *staged* here and encrypted when the loop calls
+//! [`TlsTransport::flush_pending`] (or once a full record's worth is
+//! staged), in one `encrypt` call, so one loop turn's frames become as few
+//! TLS records as possible instead of one record per frame.
+//!
+//! Receiving: every complete record read is processed at once; decrypted
+//! plaintext waits in a queue that [`TlsTransport::read`] empties before it
+//! reads the socket again. Nothing else adds plaintext, so the loop's
+//! read-until-`WouldBlock` never leaves any behind.
+//!
+//! Output accounting ([`TlsTransport::pending_bytes`]) is exact: staged
+//! plaintext plus encrypted bytes the kernel has not taken yet.
 
+mod settings;
+
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::ServerConnection;
-use rustls::sign::CertifiedKey;
-use rustls::{ServerConfig, crypto::CryptoProvider};
+use rustls::ServerConfig;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+
+use super::queue::ByteQueue;
+pub use settings::TlsSettings;
 
 /// The first byte of every TLS connection: a handshake record (RFC 8446
 /// section 5.1, `ContentType.handshake`).
@@ -106,28 +119,79 @@ enum Mode {
     NotTls,
 }
 
-/// One TLS server connection: a socket and its rustls session.
+/// Ciphertext read from the socket at a time: one full record (2^14
+/// plaintext plus the largest overhead rustls accepts).
+const READ_CHUNK: usize = MAX_RECORD_PLAINTEXT + 2048 + 5;
+
+/// The most unprocessed ciphertext held: a handshake message may span
+/// records up to 64 KiB (rustls' own cap), plus one record. A peer that
+/// fills this without completing anything is refused.
+const INCOMING_LIMIT: usize = 0xffff + READ_CHUNK;
+
+/// Record overhead reserved per record when encrypting (TLS 1.2 GCM has the
+/// largest: 5 header + 8 explicit nonce + 16 tag); rustls says if it needs
+/// more.
+const RECORD_OVERHEAD: usize = 64;
+
+/// The most `process_tls_records` rounds spent emitting a refusal's alert.
+const ALERT_ROUNDS: usize = 8;
+
+/// One TLS server connection: a socket, its rustls session and the buffers
+/// the session reads from and writes into.
 pub struct TlsTransport {
     socket: TcpStream,
-    session: ServerConnection,
+    session: UnbufferedServerConnection,
     mode: Mode,
-    /// Plaintext taken by `write`, not yet encrypted: encrypting at flush
-    /// time is what coalesces frames into records.
-    staged: Vec<u8>,
-    /// Ciphertext (or, in `NotTls` mode, the plain 400) not yet taken by
-    /// the kernel; `out[out_sent..]` is what is left.
-    out: Vec<u8>,
-    out_sent: usize,
-    /// `shutdown_write` was called: the FIN follows the last byte of `out`.
+    /// The connection's own buffers, only while it has something in
+    /// flight: dropped once it idles ([`TlsTransport::trim_idle`]).
+    buffers: Option<Box<Buffers>>,
+    /// `shutdown_write` was called: close_notify follows the staged bytes,
+    /// and the FIN follows the last byte of `out`.
     fin_wanted: bool,
+    close_notify_sent: bool,
     fin_sent: bool,
-    /// The peer's EOF (or close_notify) has been seen: `read` returns 0.
+    /// The peer's TCP EOF, or its close_notify, has been seen: `read`
+    /// returns 0 once the plaintext before it is handed out.
     peer_eof: bool,
     /// Some ciphertext arrived: an EOF now abandons a started handshake.
     received: bool,
     /// A [`TlsFailure`] was reported: from now on `read` only drains the
     /// socket and `shutdown_write` sends no close_notify.
     failed: bool,
+}
+
+/// What a connection keeps of its own: only what could not be finished at
+/// once.
+#[derive(Debug, Default)]
+struct Buffers {
+    /// Ciphertext from the socket that rustls has not consumed yet: a
+    /// partial record (or handshake message) between calls.
+    incoming: ByteQueue,
+    /// Decrypted plaintext not yet handed out by `read`.
+    plaintext_in: ByteQueue,
+    /// Plaintext taken by `write`, not yet encrypted: encrypting at flush
+    /// time is what coalesces frames into records.
+    staged: ByteQueue,
+    /// Records (or, in `NotTls` mode, the plain 400) not yet taken by the
+    /// kernel.
+    out: ByteQueue,
+}
+
+/// What [`TlsTransport::view`] shows of a connection without buffers.
+static NO_BUFFERS: Buffers = Buffers {
+    incoming: ByteQueue::new(),
+    plaintext_in: ByteQueue::new(),
+    staged: ByteQueue::new(),
+    out: ByteQueue::new(),
+};
+
+impl Buffers {
+    fn are_empty(&self) -> bool {
+        self.incoming.is_empty()
+            && self.plaintext_in.is_empty()
+            && self.staged.is_empty()
+            && self.out.is_empty()
+    }
 }
 
 impl fmt::Debug for TlsTransport {
@@ -140,29 +204,57 @@ impl fmt::Debug for TlsTransport {
     }
 }
 
+/// Where ciphertext is read into and records are encrypted into before
+/// any of it is copied into a connection (usually none is).
+#[derive(Debug, Default)]
+struct Scratch {
+    incoming: ByteQueue,
+    out: ByteQueue,
+}
+
+thread_local! {
+    /// One loop thread, one scratch pair.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch pair (or a fresh one, should it be
+/// in use already).
+fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
 impl TlsTransport {
     /// Wraps an accepted socket with a new session using `config` (taken
     /// from [`TlsSettings::config`] at accept time, so that a reload only
     /// affects later connections).
     pub fn new(socket: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsTransport> {
-        let mut session = ServerConnection::new(config)
+        let session = UnbufferedServerConnection::new(config)
             .map_err(|err| io::Error::other(format!("TLS session: {err}")))?;
-        // Safety net only: `flush_pending` drains rustls' outgoing records
-        // at once, so this limit is never the one that bites.
-        session.set_buffer_limit(Some(INSIDE_LIMIT));
         Ok(TlsTransport {
             socket,
             session,
             mode: Mode::Unchecked,
-            staged: Vec::new(),
-            out: Vec::new(),
-            out_sent: 0,
+            buffers: None,
             fin_wanted: false,
+            close_notify_sent: false,
             fin_sent: false,
             peer_eof: false,
             received: false,
             failed: false,
         })
+    }
+
+    /// The connection's buffers, made when first needed.
+    fn bufs(&mut self) -> &mut Buffers {
+        self.buffers.get_or_insert_with(Box::default)
+    }
+
+    /// The connection's buffers, or empty ones, for looking.
+    fn view(&self) -> &Buffers {
+        self.buffers.as_deref().unwrap_or(&NO_BUFFERS)
     }
 
     /// The socket, for `mio` registration.
@@ -195,15 +287,20 @@ impl TlsTransport {
     /// `Ok(0)` at the peer's EOF (close_notify or TCP FIN). Errors carrying a
     /// [`TlsFailure`] reject the connection; the caller must then call
     /// `flush_pending` (the alert, or the 400 it writes for `NotTls`) and
-    /// close. During the handshake this also queues rustls' answers and
-    /// tries to send them; if the kernel does not take them all,
-    /// `wants_write()` says so.
+    /// close. During the handshake this also answers the client and tries
+    /// to send the answer; what the kernel does not take is pending.
     ///
     /// After a failure was reported, `read` drains the socket (the bytes are
     /// not plaintext; the caller discards them while its refusal goes out),
     /// so that the close is a FIN and not a reset that could destroy the
     /// 400 or the alert in flight.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let result = self.read_plaintext(buf);
+        self.drop_empty_buffers();
+        result
+    }
+
+    fn read_plaintext(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.failed {
             return self.socket.read(buf);
         }
@@ -215,36 +312,75 @@ impl TlsTransport {
             return Err(TlsFailure::NotTls.into_io());
         }
         loop {
-            match self.session.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                // TCP EOF without close_notify: an EOF all the same to the
-                // loop (a truncation attack cannot hurt a chat line that was
-                // never completed).
-                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(err) => return Err(err),
+            if !self.view().plaintext_in.is_empty() {
+                let plaintext = &mut self.bufs().plaintext_in;
+                let n = buf.len().min(plaintext.len());
+                if let (Some(target), Some(source)) = (buf.get_mut(..n), plaintext.bytes().get(..n))
+                {
+                    target.copy_from_slice(source);
+                }
+                plaintext.consume(n);
+                plaintext.release_if_empty();
+                return Ok(n);
             }
             if self.peer_eof {
                 return Ok(0);
             }
-            match self.session.read_tls(&mut self.socket) {
-                Ok(0) => self.peer_eof = true,
-                Ok(_) => self.received = true,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
-            }
-            if let Err(err) = self.session.process_new_packets() {
-                // rustls has queued the alert that explains the refusal.
-                self.drain_session();
-                let _ = self.send_out();
-                self.failed = true;
-                return Err(TlsFailure::Rejected(err).into_io());
-            }
-            if self.session.wants_write() {
-                self.drain_session();
-                self.send_out()?;
-            }
+            with_scratch(|scratch| self.receive(scratch))?;
         }
+    }
+
+    /// Reads ciphertext once and processes it: decrypted plaintext goes to
+    /// `plaintext_in`, handshake answers to the socket.
+    fn receive(&mut self, scratch: &mut Scratch) -> io::Result<()> {
+        if self.view().incoming.len() >= INCOMING_LIMIT {
+            let refusal = rustls::Error::General("message buffer full".into());
+            self.failed = true;
+            return Err(TlsFailure::Rejected(refusal).into_io());
+        }
+        scratch.incoming.consume(usize::MAX);
+        match self.socket.read(scratch.incoming.room(READ_CHUNK)) {
+            // TCP EOF without close_notify: an EOF all the same to the
+            // loop (a truncation attack cannot hurt a chat line that was
+            // never completed).
+            Ok(0) => self.peer_eof = true,
+            Ok(n) => {
+                scratch.incoming.commit(n);
+                self.received = true;
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(err) => return Err(err),
+        }
+        // Usually nothing is left over from the last read, and the records
+        // are processed where they were read.
+        let from_scratch = self.view().incoming.is_empty();
+        let mut input = if from_scratch {
+            std::mem::take(&mut scratch.incoming)
+        } else {
+            let own = &mut self.bufs().incoming;
+            own.extend(scratch.incoming.bytes());
+            std::mem::take(own)
+        };
+        scratch.out.consume(usize::MAX);
+        let processed = self.process(&mut input, &mut scratch.out, 0);
+        if let Err(err) = processed {
+            // rustls has queued the alert that explains the refusal.
+            self.encode_alerts(&mut input, &mut scratch.out);
+            let _ = self.push_out(scratch.out.bytes());
+            self.failed = true;
+            return Err(TlsFailure::Rejected(err).into_io());
+        }
+        if from_scratch {
+            if !input.is_empty() {
+                self.bufs().incoming.extend(input.bytes());
+                input.consume(usize::MAX);
+            }
+            scratch.incoming = input;
+        } else {
+            input.release_if_empty();
+            self.bufs().incoming = input;
+        }
+        self.push_out(scratch.out.bytes())
     }
 
     /// Peeks at the first byte without consuming it, so that rustls still
@@ -285,14 +421,15 @@ impl TlsTransport {
         let take = plaintext.len().min(room);
         let taken = plaintext.get(..take).unwrap_or_default();
         if self.mode == Mode::NotTls {
-            self.out.extend_from_slice(taken);
+            self.bufs().out.extend(taken);
         } else {
-            self.staged.extend_from_slice(taken);
-            if self.staged.len() >= MAX_RECORD_PLAINTEXT {
+            let staged = &mut self.bufs().staged;
+            staged.extend(taken);
+            if staged.len() >= MAX_RECORD_PLAINTEXT {
                 // Full records are ready: no point waiting for the flush.
                 // The remainder waits, so it can still fill a record.
-                let whole = self.staged.len() - self.staged.len() % MAX_RECORD_PLAINTEXT;
-                self.encrypt_staged(whole);
+                let whole = staged.len() - staged.len() % MAX_RECORD_PLAINTEXT;
+                self.encrypt(whole)?;
             }
         }
         Ok(take)
@@ -303,12 +440,17 @@ impl TlsTransport {
     /// `shutdown_write`, the FIN has been sent); `Ok(false)` when the kernel
     /// would block (register for writable).
     pub fn flush_pending(&mut self) -> io::Result<bool> {
-        self.encrypt_staged(self.staged.len());
-        self.drain_session();
+        let result = self.flush_all();
+        self.drop_empty_buffers();
+        result
+    }
+
+    fn flush_all(&mut self) -> io::Result<bool> {
+        self.encrypt(self.view().staged.len())?;
         if !self.send_out()? {
             return Ok(false);
         }
-        if !self.staged.is_empty() {
+        if !self.view().staged.is_empty() {
             // Still handshaking: the plaintext waits for the keys.
             return Ok(false);
         }
@@ -329,9 +471,8 @@ impl TlsTransport {
     /// ~22-byte record overhead of staged plaintext is not counted until
     /// it is encrypted.
     pub fn pending_bytes(&self) -> usize {
-        self.staged
-            .len()
-            .saturating_add(self.out.len().saturating_sub(self.out_sent))
+        let buffers = self.view();
+        buffers.staged.len().saturating_add(buffers.out.len())
     }
 
     /// Ends the sending side: queues close_notify after everything written
@@ -344,11 +485,8 @@ impl TlsTransport {
             return;
         }
         self.fin_wanted = true;
-        if self.mode == Mode::Tls && !self.failed {
-            self.encrypt_staged(self.staged.len());
-            self.session.send_close_notify();
-            self.drain_session();
-        }
+        // An error here leaves close_notify unsent; the FIN still follows.
+        let _ = self.encrypt(self.view().staged.len());
     }
 
     /// True when the peer sent part of a TLS handshake and the handshake
@@ -366,206 +504,260 @@ impl TlsTransport {
 
     /// True when bytes are waiting for the kernel (register writable).
     pub fn wants_write(&self) -> bool {
-        self.pending_bytes() > 0
-            || self.session.wants_write()
-            || (self.fin_wanted && !self.fin_sent)
+        self.pending_bytes() > 0 || (self.fin_wanted && !self.fin_sent)
     }
 
-    /// Gives back the transport's own buffers when they are empty, for
-    /// connections that go idle. rustls shrinks its receive buffer by itself
-    /// once no partial record is in it; its session state (keys, a few
-    /// hundred bytes) stays.
+    /// Gives back every buffer that is empty, for connections that go idle:
+    /// afterwards an idle connection holds only rustls' session state (its
+    /// keys).
     pub fn trim_idle(&mut self) {
-        if self.staged.is_empty() {
-            self.staged = Vec::new();
-        }
-        if self.out_sent >= self.out.len() {
-            self.out = Vec::new();
-            self.out_sent = 0;
+        self.drop_empty_buffers();
+    }
+
+    /// Gives the buffers back as soon as nothing is in them: a box that
+    /// outlived its call would leave a hole in the heap between the
+    /// sessions made meanwhile.
+    fn drop_empty_buffers(&mut self) {
+        if self.view().are_empty() {
+            self.buffers = None;
         }
     }
 
-    /// Whether this transport's own buffers hold memory (for the loop's
+    /// Whether this transport's buffers hold memory (for the loop's
     /// decision to arm a trim timer).
     pub fn holds_buffers(&self) -> bool {
-        self.staged.capacity() > 0 || self.out.capacity() > 0
+        self.buffers.is_some()
     }
 
-    /// Moves the first `len` staged bytes into rustls once the keys exist;
-    /// in one `write` call, so rustls cuts them into full records, not one
-    /// per frame.
-    fn encrypt_staged(&mut self, len: usize) {
-        if self.mode != Mode::Tls || self.session.is_handshaking() || self.staged.is_empty() {
-            return;
+    /// Encrypts the first `len` staged bytes once the keys exist (and, after
+    /// `shutdown_write`, close_notify behind the last of them) and hands
+    /// the records to the kernel.
+    fn encrypt(&mut self, len: usize) -> io::Result<()> {
+        let close_due = self.fin_wanted && !self.close_notify_sent;
+        if self.mode != Mode::Tls || self.failed || (len == 0 && !close_due) {
+            return Ok(());
         }
-        let len = len.min(self.staged.len());
-        let mut start = 0;
-        while start < len {
-            let rest = self.staged.get(start..len).unwrap_or_default();
-            match self.session.writer().write(rest) {
-                Ok(0) | Err(_) => {
-                    // rustls' own limit: move its records out and go on.
-                    if !self.drain_session() {
-                        break;
+        with_scratch(|scratch| {
+            scratch.out.consume(usize::MAX);
+            let mut input = std::mem::take(&mut self.bufs().incoming);
+            let processed = self.process(&mut input, &mut scratch.out, len);
+            self.bufs().incoming = input;
+            processed.map_err(|err| io::Error::other(format!("TLS: {err}")))?;
+            self.bufs().staged.release_if_empty();
+            self.push_out(scratch.out.bytes())
+        })
+    }
+
+    /// One pass over the session: processes every complete record in
+    /// `input` (handshake answers go to `out`, application data to
+    /// `plaintext_in`), then, once the keys exist, encrypts `encrypt`
+    /// staged bytes into `out`, and close_notify after the last staged byte
+    /// if `shutdown_write` asked for it. Returns when rustls needs more
+    /// ciphertext or has nothing more to do; `input` keeps what rustls has
+    /// not consumed.
+    fn process(
+        &mut self,
+        input: &mut ByteQueue,
+        out: &mut ByteQueue,
+        encrypt: usize,
+    ) -> Result<(), rustls::Error> {
+        let TlsTransport {
+            session,
+            buffers,
+            fin_wanted,
+            close_notify_sent,
+            peer_eof,
+            ..
+        } = self;
+        let Buffers {
+            plaintext_in,
+            staged,
+            ..
+        } = &mut **buffers.get_or_insert_with(Box::default);
+        let mut encrypt = encrypt.min(staged.len());
+        loop {
+            let UnbufferedStatus { mut discard, state } =
+                session.process_tls_records(input.bytes_mut());
+            let mut finished = false;
+            let outcome = match state {
+                Err(err) => Err(err),
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    encode_into(out, |room| data.encode(room))
+                }
+                // `out` goes to the socket in order; nothing else to do.
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    transmit.done();
+                    Ok(())
+                }
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    let mut result = Ok(());
+                    while let Some(record) = traffic.next_record() {
+                        match record {
+                            Ok(record) => {
+                                discard = discard.saturating_add(record.discard);
+                                plaintext_in.extend(record.payload);
+                            }
+                            Err(err) => {
+                                result = Err(err);
+                                break;
+                            }
+                        }
                     }
+                    result
                 }
-                Ok(n) => {
-                    start += n;
-                    self.drain_session();
+                Ok(ConnectionState::PeerClosed) => {
+                    *peer_eof = true;
+                    Ok(())
                 }
+                Ok(ConnectionState::WriteTraffic(mut writer)) => {
+                    finished = true;
+                    let mut result = Ok(());
+                    if encrypt > 0 {
+                        let plaintext = staged.bytes().get(..encrypt).unwrap_or_default();
+                        result =
+                            encrypt_into(out, plaintext, |data, room| writer.encrypt(data, room));
+                        if result.is_ok() {
+                            staged.consume(encrypt);
+                            encrypt = 0;
+                        }
+                    }
+                    if result.is_ok() && *fin_wanted && !*close_notify_sent && staged.is_empty() {
+                        result = encrypt_into(out, &[], |_, room| writer.queue_close_notify(room));
+                        *close_notify_sent = true;
+                    }
+                    result
+                }
+                // Early data is never accepted (rustls' default); if some
+                // came, it is not plaintext of this connection's stream.
+                Ok(ConnectionState::ReadEarlyData(mut early)) => {
+                    while early.next_record().is_some() {}
+                    Ok(())
+                }
+                // Waiting for the peer, or closed both ways.
+                Ok(_) => {
+                    finished = true;
+                    Ok(())
+                }
+            };
+            input.consume(discard);
+            outcome?;
+            if finished {
+                return Ok(());
             }
         }
-        self.staged.drain(..start.min(len));
     }
 
-    /// Moves every record rustls has queued into `out`; true if any moved.
-    fn drain_session(&mut self) -> bool {
-        let mut moved = false;
-        while self.session.wants_write() {
-            if self.out_sent > 0 && self.out_sent >= self.out.len() {
-                self.out.clear();
-                self.out_sent = 0;
-            }
-            match self.session.write_tls(&mut self.out) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => moved = true,
+    /// After a refusal: lets rustls emit the alert it queued into `out`.
+    fn encode_alerts(&mut self, input: &mut ByteQueue, out: &mut ByteQueue) {
+        for _ in 0..ALERT_ROUNDS {
+            let UnbufferedStatus { discard, state } =
+                self.session.process_tls_records(input.bytes_mut());
+            let more = match state {
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    encode_into(out, |room| data.encode(room)).is_ok()
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    transmit.done();
+                    true
+                }
+                _ => false,
+            };
+            input.consume(discard);
+            if !more {
+                return;
             }
         }
-        moved
     }
 
-    /// Writes `out` to the socket; true when all of it went.
-    fn send_out(&mut self) -> io::Result<bool> {
-        while self.out_sent < self.out.len() {
-            let rest = self.out.get(self.out_sent..).unwrap_or_default();
+    /// Sends freshly made records: straight to the kernel when nothing is
+    /// queued before them; what the kernel does not take is kept in `out`.
+    fn push_out(&mut self, records: &[u8]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if !self.view().out.is_empty() {
+            self.bufs().out.extend(records);
+            return self.send_out().map(|_| ());
+        }
+        let mut sent = 0;
+        while let Some(rest) = records.get(sent..).filter(|rest| !rest.is_empty()) {
             match self.socket.write(rest) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_sent += n,
+                Ok(n) => sent += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if let Some(rest) = records.get(sent..).filter(|rest| !rest.is_empty()) {
+            self.bufs().out.extend(rest);
+        }
+        Ok(())
+    }
+
+    /// Writes `out` to the socket; true when all of it went (and its memory
+    /// is given back).
+    fn send_out(&mut self) -> io::Result<bool> {
+        let Some(buffers) = self.buffers.as_deref_mut() else {
+            return Ok(true);
+        };
+        let out = &mut buffers.out;
+        while !out.is_empty() {
+            match self.socket.write(out.bytes()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => out.consume(n),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),
             }
         }
-        self.out.clear();
-        self.out_sent = 0;
+        out.release_if_empty();
         Ok(true)
     }
 }
 
-/// The crypto provider: ring (see README for why not aws-lc-rs).
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The certificate and key files and the server config built from them;
-/// reloaded on SIGHUP.
-#[derive(Debug, Clone)]
-pub struct TlsSettings {
-    cert_path: PathBuf,
-    key_path: PathBuf,
-    config: Arc<ServerConfig>,
-}
-
-impl TlsSettings {
-    /// Reads and checks `--tls-cert` and `--tls-key`. The error is one line
-    /// naming the flag and the file (the caller prints it and exits 2).
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<TlsSettings, String> {
-        let config = build_config(cert_path, key_path)?;
-        Ok(TlsSettings {
-            cert_path: cert_path.to_path_buf(),
-            key_path: key_path.to_path_buf(),
-            config,
-        })
-    }
-
-    /// The config for a new connection ([`TlsTransport::new`]).
-    pub fn config(&self) -> Arc<ServerConfig> {
-        Arc::clone(&self.config)
-    }
-
-    /// Reads both files again (SIGHUP). On success later connections use
-    /// the new pair; on error nothing changes. Open connections hold their
-    /// own `Arc` and are never touched.
-    pub fn reload(&mut self) -> Result<(), String> {
-        self.config = build_config(&self.cert_path, &self.key_path)?;
-        Ok(())
-    }
-
-    pub fn cert_path(&self) -> &Path {
-        &self.cert_path
-    }
-
-    pub fn key_path(&self) -> &Path {
-        &self.key_path
-    }
-}
-
-fn build_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, String> {
-    let certs = read_certs(cert_path)?;
-    let key = read_key(key_path)?;
-    let provider = provider();
-    let signing_key = provider.key_provider.load_private_key(key).map_err(|err| {
-        format!(
-            "--tls-key {}: unusable private key: {err}",
-            key_path.display()
-        )
-    })?;
-    let certified = CertifiedKey::new(certs, signing_key);
-    match certified.keys_match() {
-        Ok(()) => {}
-        // The provider cannot tell for this key type; rustls accepts that.
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(err) => {
-            return Err(format!(
-                "--tls-key {}: does not match the certificate in {}: {err}",
-                key_path.display(),
-                cert_path.display()
-            ));
+/// Appends one handshake (or alert) record from rustls to `out`, making
+/// room as rustls asks.
+fn encode_into(
+    out: &mut ByteQueue,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<(), rustls::Error> {
+    let mut room = READ_CHUNK;
+    loop {
+        match encode(out.room(room)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(size)) if size.required_size > room => {
+                room = size.required_size;
+            }
+            Err(err) => return Err(rustls::Error::General(format!("encoding a record: {err}"))),
         }
     }
-    let resolver = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|err| format!("TLS configuration: {err}"))?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
-    // rustls refuses (alert no_application_protocol) a client whose ALPN
-    // list lacks every protocol here, as PROTOCOL section 10 asks.
-    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
-    Ok(Arc::new(config))
 }
 
-fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|err| format!("{flag} {}: {err}", path.display()))
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read_file("--tls-cert", path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| format!("--tls-cert {}: bad PEM: {err}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "--tls-cert {}: no PEM certificate in the file",
-            path.display()
-        ));
+/// Appends the records of `plaintext` (or of an alert) encrypted by rustls
+/// to `out`, making room as rustls asks.
+fn encrypt_into(
+    out: &mut ByteQueue,
+    plaintext: &[u8],
+    mut encrypt: impl FnMut(&[u8], &mut [u8]) -> Result<usize, EncryptError>,
+) -> Result<(), rustls::Error> {
+    let records = plaintext.len() / MAX_RECORD_PLAINTEXT + 1;
+    let mut room = plaintext
+        .len()
+        .saturating_add(records.saturating_mul(RECORD_OVERHEAD));
+    loop {
+        match encrypt(plaintext, out.room(room)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(size)) if size.required_size > room => {
+                room = size.required_size;
+            }
+            Err(err) => return Err(rustls::Error::General(format!("encrypting: {err}"))),
+        }
     }
-    // Parse the end-entity certificate now, so a corrupt one fails at start
-    // and not at the first handshake.
-    if let Some(first) = certs.first() {
-        rustls::server::ParsedCertificate::try_from(first)
-            .map_err(|err| format!("--tls-cert {}: invalid certificate: {err}", path.display()))?;
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = read_file("--tls-key", path)?;
-    // PKCS#8, PKCS#1 (RSA) and SEC1 (EC) sections are all accepted.
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|err| {
-        format!(
-            "--tls-key {}: no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {err}",
-            path.display()
-        )
-    })
 }
