@@ -50,6 +50,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = server.start_console() {
+        eprintln!("wschat: --console: cannot start reading standard input: {e}");
+        return ExitCode::from(1);
+    }
     if let Some(tls) = tls {
         server.use_tls(tls);
     }

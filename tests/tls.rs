@@ -777,3 +777,114 @@ fn an_idle_drop_sends_no_close_notify() {
         "dropped after {elapsed:?}"
     );
 }
+
+/// Reads the next data message, answering nothing (tungstenite queues pongs
+/// itself) and skipping control frames.
+fn next_data(ws: &mut WebSocket<Tls>) -> Message {
+    loop {
+        match ws.read().expect("read an echo") {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+#[test]
+fn wss_echo_returns_every_size_fragments_and_bursts_intact() {
+    use tungstenite::protocol::frame::Frame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    let fx = start_tls(
+        "tls-echo",
+        &["--echo", "--max-message-bytes", "16777216"],
+        "warn",
+    );
+    for versions in [&[&TLS13][..], &[&TLS12][..]] {
+        let url = format!("wss://localhost:{}/echo", fx.server.addr.port());
+        let tls = tls_with(
+            fx.server.addr,
+            fx.pki.client_config(versions, &[b"http/1.1"]),
+        );
+        let (mut ws, _) = tungstenite::client::client(url.as_str(), tls).expect("wss /echo");
+        ws.get_mut()
+            .sock
+            .0
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        // Sizes around every length encoding and TLS record boundary, up
+        // to many records per message.
+        for size in [
+            0,
+            1,
+            125,
+            126,
+            16_383,
+            16_384,
+            16_385,
+            65_535,
+            65_536,
+            1 << 20,
+            5 << 20,
+        ] {
+            let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            ws.send(Message::binary(payload.clone())).expect("send");
+            match next_data(&mut ws) {
+                Message::Binary(echo) => {
+                    assert!(
+                        echo[..] == payload[..],
+                        "{size} bytes intact ({versions:?})"
+                    )
+                }
+                other => panic!("{size}: not a binary echo: {other:?}"),
+            }
+        }
+        // A text message in three fragments with a ping between them.
+        let parts = ["fragmented ", "über ", "TLS records"];
+        ws.write(Message::Frame(Frame::message(
+            parts[0],
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .unwrap();
+        ws.write(Message::Frame(Frame::message(
+            parts[1],
+            OpCode::Data(Data::Continue),
+            false,
+        )))
+        .unwrap();
+        ws.write(Message::Ping("between".into())).unwrap();
+        ws.write(Message::Frame(Frame::message(
+            parts[2],
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .unwrap();
+        ws.flush().unwrap();
+        let mut ponged = false;
+        let text = loop {
+            match ws.read().expect("read the fragmented echo") {
+                Message::Pong(data) => {
+                    assert_eq!(&data[..], b"between");
+                    ponged = true;
+                }
+                Message::Text(text) => break text,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert!(ponged, "the ping between fragments is answered first");
+        assert_eq!(text.as_str(), parts.concat());
+        // A burst of 2 000 small messages written at once comes back in
+        // order.
+        for i in 0..2000 {
+            ws.write(Message::text(format!("burst {i}"))).unwrap();
+        }
+        ws.flush().unwrap();
+        for i in 0..2000 {
+            match next_data(&mut ws) {
+                Message::Text(text) => assert_eq!(text.as_str(), format!("burst {i}")),
+                other => panic!("burst {i}: {other:?}"),
+            }
+        }
+        ws.close(None).unwrap();
+        expect_clean_end(&mut ws, Some(1000));
+    }
+}

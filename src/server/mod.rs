@@ -224,18 +224,23 @@ pub struct Server<S: Service = Wschat> {
 
 impl Server<Wschat> {
     /// Binds the listening socket (port 0 picks a free one) and prepares
-    /// the loop with the chat service; with `--console`, starts reading
-    /// standard input, which wakes the loop (PROTOCOL section 11).
+    /// the loop with the chat service.
     pub fn bind(config: Config) -> io::Result<Server<Wschat>> {
         let service = Wschat::new(&config);
         let mut server = Server::bind_service(config, service)?;
         let waker = server.waker();
         server.service.start_cluster(&server.config, waker);
-        if server.config.console {
-            let console = Console::stdin(server.config.max_chat_chars, server.waker())?;
-            server.service.attach_console(console);
-        }
         Ok(server)
+    }
+
+    /// With `--console`: starts reading standard input on its own thread,
+    /// which wakes the loop (PROTOCOL section 11). Without it, nothing.
+    pub fn start_console(&mut self) -> io::Result<()> {
+        if self.config.console {
+            let console = Console::stdin(self.config.max_chat_chars, self.waker())?;
+            self.service.attach_console(console);
+        }
+        Ok(())
     }
 }
 

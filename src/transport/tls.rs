@@ -582,7 +582,7 @@ impl TlsTransport {
             let outcome = match state {
                 Err(err) => Err(err),
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    encode_into(out, |room| data.encode(room))
+                    append_to(out, READ_CHUNK, |room| Ok(data.encode(room)?))
                 }
                 // `out` goes to the socket in order; nothing else to do.
                 Ok(ConnectionState::TransmitTlsData(transmit)) => {
@@ -614,15 +614,18 @@ impl TlsTransport {
                     let mut result = Ok(());
                     if encrypt > 0 {
                         let plaintext = staged.bytes().get(..encrypt).unwrap_or_default();
-                        result =
-                            encrypt_into(out, plaintext, |data, room| writer.encrypt(data, room));
+                        result = append_to(out, encrypted_size(plaintext), |room| {
+                            Ok(writer.encrypt(plaintext, room)?)
+                        });
                         if result.is_ok() {
                             staged.consume(encrypt);
                             encrypt = 0;
                         }
                     }
                     if result.is_ok() && *fin_wanted && !*close_notify_sent && staged.is_empty() {
-                        result = encrypt_into(out, &[], |_, room| writer.queue_close_notify(room));
+                        result = append_to(out, encrypted_size(&[]), |room| {
+                            Ok(writer.queue_close_notify(room)?)
+                        });
                         *close_notify_sent = true;
                     }
                     result
@@ -654,7 +657,7 @@ impl TlsTransport {
                 self.session.process_tls_records(input.bytes_mut());
             let more = match state {
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    encode_into(out, |room| data.encode(room)).is_ok()
+                    append_to(out, READ_CHUNK, |room| Ok(data.encode(room)?)).is_ok()
                 }
                 Ok(ConnectionState::TransmitTlsData(transmit)) => {
                     transmit.done();
@@ -716,48 +719,60 @@ impl TlsTransport {
     }
 }
 
-/// Appends one handshake (or alert) record from rustls to `out`, making
-/// room as rustls asks.
-fn encode_into(
-    out: &mut ByteQueue,
-    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
-) -> Result<(), rustls::Error> {
-    let mut room = READ_CHUNK;
-    loop {
-        match encode(out.room(room)) {
-            Ok(n) => {
-                out.commit(n);
-                return Ok(());
-            }
-            Err(EncodeError::InsufficientSize(size)) if size.required_size > room => {
-                room = size.required_size;
-            }
-            Err(err) => return Err(rustls::Error::General(format!("encoding a record: {err}"))),
+/// Why rustls could not write into the room it was given.
+enum Unwritten {
+    /// The room must hold at least this many bytes.
+    Needs(usize),
+    Failed(String),
+}
+
+impl From<EncodeError> for Unwritten {
+    fn from(err: EncodeError) -> Unwritten {
+        match err {
+            EncodeError::InsufficientSize(size) => Unwritten::Needs(size.required_size),
+            other => Unwritten::Failed(format!("encoding a record: {other}")),
         }
     }
 }
 
-/// Appends the records of `plaintext` (or of an alert) encrypted by rustls
-/// to `out`, making room as rustls asks.
-fn encrypt_into(
+impl From<EncryptError> for Unwritten {
+    fn from(err: EncryptError) -> Unwritten {
+        match err {
+            EncryptError::InsufficientSize(size) => Unwritten::Needs(size.required_size),
+            other => Unwritten::Failed(format!("encrypting: {other}")),
+        }
+    }
+}
+
+/// Appends what `write` puts into `out`'s spare room, starting with `room`
+/// bytes of it and growing it once to what rustls says it needs.
+fn append_to(
     out: &mut ByteQueue,
-    plaintext: &[u8],
-    mut encrypt: impl FnMut(&[u8], &mut [u8]) -> Result<usize, EncryptError>,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Unwritten>,
 ) -> Result<(), rustls::Error> {
-    let records = plaintext.len() / MAX_RECORD_PLAINTEXT + 1;
-    let mut room = plaintext
-        .len()
-        .saturating_add(records.saturating_mul(RECORD_OVERHEAD));
     loop {
-        match encrypt(plaintext, out.room(room)) {
+        match write(out.room(room)) {
             Ok(n) => {
                 out.commit(n);
                 return Ok(());
             }
-            Err(EncryptError::InsufficientSize(size)) if size.required_size > room => {
-                room = size.required_size;
+            Err(Unwritten::Needs(size)) if size > room => room = size,
+            Err(Unwritten::Needs(size)) => {
+                return Err(rustls::Error::General(format!(
+                    "rustls wants {size} bytes of a room of {room}"
+                )));
             }
-            Err(err) => return Err(rustls::Error::General(format!("encrypting: {err}"))),
+            Err(Unwritten::Failed(why)) => return Err(rustls::Error::General(why)),
         }
     }
+}
+
+/// Room for `plaintext` encrypted: its length plus the overhead of every
+/// record it becomes.
+fn encrypted_size(plaintext: &[u8]) -> usize {
+    let records = plaintext.len() / MAX_RECORD_PLAINTEXT + 1;
+    plaintext
+        .len()
+        .saturating_add(records.saturating_mul(RECORD_OVERHEAD))
 }
