@@ -2,7 +2,11 @@
 """Soak test: a real wschat server on 127.0.0.1 driven by well- and
 badly-behaved clients for a bounded time (Python 3.11 standard library only).
 
-    scripts/soak.py --binary target/release/wschat [--seconds 60]
+    scripts/soak.py --binary target/release/wschat [--seconds 60] [--tls]
+
+With --tls every client speaks wss/https to a server started with a
+certificate made by `openssl` for the run (client half-closes are left out:
+TLS has none); everything else, and every check, is the same.
 
 Normally started by scripts/soak.sh, which builds the binary first. The
 server runs with small limits so that the unhappy paths happen often:
@@ -52,8 +56,10 @@ import re
 import signal
 import socket
 import struct
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from collections import Counter
@@ -68,6 +74,8 @@ FD_SLACK = 2
 RSS_SLACK_KB = 4 * 1024
 
 CHATTERS = 8
+# With --tls: the clients' context (the run's own certificate, loopback only).
+TLS = None
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -125,7 +133,9 @@ class Conn:
         except BaseException:
             sock.close()
             raise
-        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+        reader, writer = await asyncio.open_connection(
+            sock=sock, limit=1 << 20, ssl=TLS, server_hostname="localhost" if TLS else None
+        )
         return cls(reader, writer)
 
     def port(self):
@@ -253,10 +263,12 @@ class Conn:
 async def http(port, raw, timeout=6.0, half_close=True):
     """Sends raw bytes (then EOF), returns everything the server sends until
     its EOF."""
-    reader, writer = await asyncio.open_connection(HOST, port)
+    reader, writer = await asyncio.open_connection(
+        HOST, port, ssl=TLS, server_hostname="localhost" if TLS else None
+    )
     try:
         writer.write(raw)
-        if half_close:
+        if half_close and TLS is None:
             writer.write_eof()
         async with asyncio.timeout(timeout):
             return await reader.read(-1)
@@ -668,13 +680,30 @@ async def loop_kind(name, worker, concurrency, stop_at, pause=(0.05, 0.3), limit
     STATS.ok("%s connections" % name, sum(counts))
 
 
+def make_certificate():
+    """A self-signed certificate for localhost in a fresh directory; returns
+    the server's extra flags and sets the clients' TLS context."""
+    global TLS
+    where = tempfile.mkdtemp(prefix="wschat-soak-tls-")
+    cert, key = os.path.join(where, "cert.pem"), os.path.join(where, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )
+    TLS = ssl.create_default_context(cafile=cert)
+    return ["--tls-cert", cert, "--tls-key", key]
+
+
 async def soak(args):
     seconds = args.seconds
     env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
     log = open(args.log, "wb")
+    tls_flags = make_certificate() if args.tls else []
     server = subprocess.Popen(
         [
-            args.binary, "0", "--host", HOST,
+            args.binary, "0", "--host", HOST, *tls_flags,
             "--max-output-bytes", str(MAX_OUTPUT),
             "--max-message-bytes", str(MAX_MESSAGE),
             "--max-connections", "1000",
@@ -691,7 +720,7 @@ async def soak(args):
 
     try:
         line = await asyncio.wait_for(asyncio.to_thread(server.stdout.readline), 10)
-        m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)/", line)
+        m = re.search(rb"listening on https?://127\.0\.0\.1:(\d+)/", line)
         if not m:
             raise SystemExit("soak: server did not start: %r" % line)
         port = int(m.group(1))
@@ -834,6 +863,7 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--log", default="soak-server.log")
+    ap.add_argument("--tls", action="store_true", help="wss/https clients, a certificate made for the run")
     args = ap.parse_args()
     if args.seconds < 10:
         raise SystemExit("soak: at least 10 seconds")

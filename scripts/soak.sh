@@ -7,7 +7,9 @@
 # no connection is left, descriptors and memory are back near their
 # baseline, and SIGTERM ends it with status 0.
 #
-#   scripts/soak.sh [SECONDS]
+#   scripts/soak.sh [SECONDS] [--tls]
+#
+# --tls: the same run over wss/https, with a certificate made by `openssl`.
 #
 # Needs only python3 (standard library). Talks only to 127.0.0.1; every
 # client loop stops at the deadline. The server's log goes to
@@ -17,9 +19,17 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
+tls=${2:-}
 case $seconds in
 '' | *[!0-9]*)
-    echo "usage: scripts/soak.sh [SECONDS]" >&2
+    echo "usage: scripts/soak.sh [SECONDS] [--tls]" >&2
+    exit 2
+    ;;
+esac
+case $tls in
+'' | --tls) ;;
+*)
+    echo "usage: scripts/soak.sh [SECONDS] [--tls]" >&2
     exit 2
     ;;
 esac
@@ -33,4 +43,4 @@ mkdir -p target/soak
 # The clients open and close connections quickly; give the driver room.
 ulimit -n 4096 2>/dev/null || true
 exec python3 scripts/soak.py --binary target/release/wschat --seconds "$seconds" \
-    --log target/soak/server.log
+    --log "target/soak/server${tls:+-tls}.log" ${tls:+--tls}
