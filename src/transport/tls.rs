@@ -368,6 +368,10 @@ impl TlsTransport {
             self.encode_alerts(&mut input, &mut scratch.out);
             let _ = self.push_out(scratch.out.bytes());
             self.failed = true;
+            if from_scratch {
+                input.consume(usize::MAX);
+                scratch.incoming = input;
+            }
             return Err(TlsFailure::Rejected(err).into_io());
         }
         if from_scratch {
@@ -475,11 +479,12 @@ impl TlsTransport {
         buffers.staged.len().saturating_add(buffers.out.len())
     }
 
-    /// Ends the sending side: queues close_notify after everything written
-    /// so far; the TCP FIN follows once `flush_pending` has pushed the last
-    /// byte (call it until it returns `Ok(true)`). Does not flush by
-    /// itself. Never call it for a connection dropped without a close
-    /// handshake (PROTOCOL section 10): just drop the transport.
+    /// Ends the sending side: encrypts everything written so far and
+    /// close_notify behind it, handing to the kernel what it takes; the TCP
+    /// FIN follows once `flush_pending` has pushed the last byte (call it
+    /// until it returns `Ok(true)`). Never call it for a connection dropped
+    /// without a close handshake (PROTOCOL section 10): just drop the
+    /// transport.
     pub fn shutdown_write(&mut self) {
         if self.fin_wanted {
             return;
