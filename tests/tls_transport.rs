@@ -796,3 +796,99 @@ fn a_handshake_message_that_never_makes_sense_is_refused_after_its_last_record()
     );
     drop(writer.join().unwrap());
 }
+
+/// A small deterministic generator for split points (xorshift64*).
+struct Splits(u64);
+
+impl Splits {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
+    }
+}
+
+#[test]
+fn random_record_splits_write_sizes_and_flush_points_keep_both_directions_intact() {
+    let dir = TempDir::new("tls-splits");
+    let pki = pki(&dir);
+    let settings = TlsSettings::load(&pki.cert, &pki.key).unwrap();
+    for seed in 1..=6u64 {
+        let versions = if seed % 2 == 0 {
+            &[&TLS12][..]
+        } else {
+            &[&TLS13][..]
+        };
+        let (mut server, mut sock) = pair(settings.config());
+        sock.set_nodelay(true).unwrap();
+        let config = pki.client_config(versions, &[b"http/1.1"]);
+        let mut splits = Splits(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        // What the client sends: messages of 1 B to 40 kB.
+        let mut upstream = Vec::new();
+        for _ in 0..30 {
+            let len = 1 + splits.below(40_000);
+            upstream.extend((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed as u8)));
+        }
+        let total_up = upstream.len();
+        let client_seed = splits.0;
+        let client = thread::spawn(move || {
+            let mut splits = Splits(client_seed);
+            let mut conn = rustls::ClientConnection::new(config, localhost()).unwrap();
+            while conn.is_handshaking() {
+                conn.complete_io(&mut sock).unwrap();
+            }
+            // Each message becomes records; the records go out cut at
+            // random points, some with a pause between the pieces.
+            let mut sent = 0;
+            while sent < upstream.len() {
+                let len = (1 + splits.below(40_000)).min(upstream.len() - sent);
+                conn.writer()
+                    .write_all(&upstream[sent..sent + len])
+                    .unwrap();
+                sent += len;
+                let mut wire = Vec::new();
+                while conn.wants_write() {
+                    conn.write_tls(&mut wire).unwrap();
+                }
+                let mut at = 0;
+                while at < wire.len() {
+                    let piece = (1 + splits.below(3_000)).min(wire.len() - at);
+                    sock.write_all(&wire[at..at + piece]).unwrap();
+                    at += piece;
+                    if splits.below(8) == 0 {
+                        thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            }
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            let mut echoed = vec![0u8; upstream.len()];
+            tls.read_exact(&mut echoed).unwrap();
+            echoed == upstream
+        });
+        let got = read_exactly(&mut server, total_up).unwrap();
+        assert_eq!(got.len(), total_up);
+        // Echo it in random write sizes, flushing only at random points.
+        let mut at = 0;
+        while at < got.len() {
+            let len = (1 + splits.below(20_000)).min(got.len() - at);
+            match server.write(&got[at..at + len]) {
+                Ok(n) => at += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    server.flush_pending().unwrap();
+                    thread::sleep(STEP);
+                }
+                Err(err) => panic!("write: {err}"),
+            }
+            if splits.below(3) == 0 {
+                server.flush_pending().unwrap();
+            }
+        }
+        flush_all(&mut server);
+        assert!(
+            client.join().unwrap(),
+            "seed {seed}: the echo came back intact ({versions:?})"
+        );
+        assert!(!server.holds_buffers(), "seed {seed}: nothing left inside");
+    }
+}
