@@ -8,8 +8,8 @@
 //! Broadcasts therefore only append to write buffers; a connection that
 //! got fifty messages this turn costs one `write`, not fifty.
 //!
-//! Fairness: a connection may read at most [`READ_BUDGET`] bytes and handle
-//! [`MESSAGE_BUDGET`] messages per turn. mio is edge-triggered, so one that
+//! Fairness: a connection may read at most `READ_BUDGET` bytes and handle
+//! `MESSAGE_BUDGET` messages per turn. mio is edge-triggered, so one that
 //! still has input goes on a backlog list and is read again next turn,
 //! after everyone else had theirs.
 //!

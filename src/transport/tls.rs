@@ -1,6 +1,7 @@
 //! TLS as a transport: a rustls server session beside a non-blocking socket
 //! (PROTOCOL section 10). The certificate and key it is built from live in
-//! [`settings`].
+//! `settings.rs`; one pass over the rustls session is in `session.rs`, the
+//! connection's buffers and the thread's scratch pair in `buffers.rs`.
 //!
 //! The session is rustls' *unbuffered* API: rustls keeps only its session
 //! state (keys) and this module owns every buffer. Ciphertext is read into,
@@ -25,9 +26,10 @@
 //! Output accounting ([`TlsTransport::pending_bytes`]) is exact: staged
 //! plaintext plus encrypted bytes the kernel has not taken yet.
 
+mod buffers;
+mod session;
 mod settings;
 
-use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -36,9 +38,8 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
-use super::queue::ByteQueue;
+use buffers::{Buffers, NO_BUFFERS, Scratch, with_scratch};
 pub use settings::TlsSettings;
 
 /// The first byte of every TLS connection: a handshake record (RFC 8446
@@ -128,14 +129,6 @@ const READ_CHUNK: usize = MAX_RECORD_PLAINTEXT + 2048 + 5;
 /// fills this without completing anything is refused.
 const INCOMING_LIMIT: usize = 0xffff + READ_CHUNK;
 
-/// Record overhead reserved per record when encrypting (TLS 1.2 GCM has the
-/// largest: 5 header + 8 explicit nonce + 16 tag); rustls says if it needs
-/// more.
-const RECORD_OVERHEAD: usize = 64;
-
-/// The most `process_tls_records` rounds spent emitting a refusal's alert.
-const ALERT_ROUNDS: usize = 8;
-
 /// One TLS server connection: a socket, its rustls session and the buffers
 /// the session reads from and writes into.
 pub struct TlsTransport {
@@ -160,40 +153,6 @@ pub struct TlsTransport {
     failed: bool,
 }
 
-/// What a connection keeps of its own: only what could not be finished at
-/// once.
-#[derive(Debug, Default)]
-struct Buffers {
-    /// Ciphertext from the socket that rustls has not consumed yet: a
-    /// partial record (or handshake message) between calls.
-    incoming: ByteQueue,
-    /// Decrypted plaintext not yet handed out by `read`.
-    plaintext_in: ByteQueue,
-    /// Plaintext taken by `write`, not yet encrypted: encrypting at flush
-    /// time is what coalesces frames into records.
-    staged: ByteQueue,
-    /// Records (or, in `NotTls` mode, the plain 400) not yet taken by the
-    /// kernel.
-    out: ByteQueue,
-}
-
-/// What [`TlsTransport::view`] shows of a connection without buffers.
-static NO_BUFFERS: Buffers = Buffers {
-    incoming: ByteQueue::new(),
-    plaintext_in: ByteQueue::new(),
-    staged: ByteQueue::new(),
-    out: ByteQueue::new(),
-};
-
-impl Buffers {
-    fn are_empty(&self) -> bool {
-        self.incoming.is_empty()
-            && self.plaintext_in.is_empty()
-            && self.staged.is_empty()
-            && self.out.is_empty()
-    }
-}
-
 impl fmt::Debug for TlsTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsTransport")
@@ -202,28 +161,6 @@ impl fmt::Debug for TlsTransport {
             .field("pending_bytes", &self.pending_bytes())
             .finish()
     }
-}
-
-/// Where ciphertext is read into and records are encrypted into before
-/// any of it is copied into a connection (usually none is).
-#[derive(Debug, Default)]
-struct Scratch {
-    incoming: ByteQueue,
-    out: ByteQueue,
-}
-
-thread_local! {
-    /// One loop thread, one scratch pair.
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// Runs `f` with this thread's scratch pair (or a fresh one, should it be
-/// in use already).
-fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut scratch) => f(&mut scratch),
-        Err(_) => f(&mut Scratch::default()),
-    })
 }
 
 impl TlsTransport {
@@ -553,130 +490,6 @@ impl TlsTransport {
         })
     }
 
-    /// One pass over the session: processes every complete record in
-    /// `input` (handshake answers go to `out`, application data to
-    /// `plaintext_in`), then, once the keys exist, encrypts `encrypt`
-    /// staged bytes into `out`, and close_notify after the last staged byte
-    /// if `shutdown_write` asked for it. Returns when rustls needs more
-    /// ciphertext or has nothing more to do; `input` keeps what rustls has
-    /// not consumed.
-    fn process(
-        &mut self,
-        input: &mut ByteQueue,
-        out: &mut ByteQueue,
-        encrypt: usize,
-    ) -> Result<(), rustls::Error> {
-        let TlsTransport {
-            session,
-            buffers,
-            fin_wanted,
-            close_notify_sent,
-            peer_eof,
-            ..
-        } = self;
-        let Buffers {
-            plaintext_in,
-            staged,
-            ..
-        } = &mut **buffers.get_or_insert_with(Box::default);
-        let mut encrypt = encrypt.min(staged.len());
-        loop {
-            let UnbufferedStatus { mut discard, state } =
-                session.process_tls_records(input.bytes_mut());
-            let mut finished = false;
-            let outcome = match state {
-                Err(err) => Err(err),
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    append_to(out, READ_CHUNK, |room| Ok(data.encode(room)?))
-                }
-                // `out` goes to the socket in order; nothing else to do.
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    transmit.done();
-                    Ok(())
-                }
-                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    let mut result = Ok(());
-                    while let Some(record) = traffic.next_record() {
-                        match record {
-                            Ok(record) => {
-                                discard = discard.saturating_add(record.discard);
-                                plaintext_in.extend(record.payload);
-                            }
-                            Err(err) => {
-                                result = Err(err);
-                                break;
-                            }
-                        }
-                    }
-                    result
-                }
-                Ok(ConnectionState::PeerClosed) => {
-                    *peer_eof = true;
-                    Ok(())
-                }
-                Ok(ConnectionState::WriteTraffic(mut writer)) => {
-                    finished = true;
-                    let mut result = Ok(());
-                    if encrypt > 0 {
-                        let plaintext = staged.bytes().get(..encrypt).unwrap_or_default();
-                        result = append_to(out, encrypted_size(plaintext), |room| {
-                            Ok(writer.encrypt(plaintext, room)?)
-                        });
-                        if result.is_ok() {
-                            staged.consume(encrypt);
-                            encrypt = 0;
-                        }
-                    }
-                    if result.is_ok() && *fin_wanted && !*close_notify_sent && staged.is_empty() {
-                        result = append_to(out, encrypted_size(&[]), |room| {
-                            Ok(writer.queue_close_notify(room)?)
-                        });
-                        *close_notify_sent = true;
-                    }
-                    result
-                }
-                // Early data is never accepted (rustls' default); if some
-                // came, it is not plaintext of this connection's stream.
-                Ok(ConnectionState::ReadEarlyData(mut early)) => {
-                    while early.next_record().is_some() {}
-                    Ok(())
-                }
-                // Waiting for the peer, or closed both ways.
-                Ok(_) => {
-                    finished = true;
-                    Ok(())
-                }
-            };
-            input.consume(discard);
-            outcome?;
-            if finished {
-                return Ok(());
-            }
-        }
-    }
-
-    /// After a refusal: lets rustls emit the alert it queued into `out`.
-    fn encode_alerts(&mut self, input: &mut ByteQueue, out: &mut ByteQueue) {
-        for _ in 0..ALERT_ROUNDS {
-            let UnbufferedStatus { discard, state } =
-                self.session.process_tls_records(input.bytes_mut());
-            let more = match state {
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    append_to(out, READ_CHUNK, |room| Ok(data.encode(room)?)).is_ok()
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    transmit.done();
-                    true
-                }
-                _ => false,
-            };
-            input.consume(discard);
-            if !more {
-                return;
-            }
-        }
-    }
-
     /// Sends freshly made records: straight to the kernel when nothing is
     /// queued before them; what the kernel does not take is kept in `out`.
     fn push_out(&mut self, records: &[u8]) -> io::Result<()> {
@@ -722,62 +535,4 @@ impl TlsTransport {
         out.release_if_empty();
         Ok(true)
     }
-}
-
-/// Why rustls could not write into the room it was given.
-enum Unwritten {
-    /// The room must hold at least this many bytes.
-    Needs(usize),
-    Failed(String),
-}
-
-impl From<EncodeError> for Unwritten {
-    fn from(err: EncodeError) -> Unwritten {
-        match err {
-            EncodeError::InsufficientSize(size) => Unwritten::Needs(size.required_size),
-            other => Unwritten::Failed(format!("encoding a record: {other}")),
-        }
-    }
-}
-
-impl From<EncryptError> for Unwritten {
-    fn from(err: EncryptError) -> Unwritten {
-        match err {
-            EncryptError::InsufficientSize(size) => Unwritten::Needs(size.required_size),
-            other => Unwritten::Failed(format!("encrypting: {other}")),
-        }
-    }
-}
-
-/// Appends what `write` puts into `out`'s spare room, starting with `room`
-/// bytes of it and growing it once to what rustls says it needs.
-fn append_to(
-    out: &mut ByteQueue,
-    mut room: usize,
-    mut write: impl FnMut(&mut [u8]) -> Result<usize, Unwritten>,
-) -> Result<(), rustls::Error> {
-    loop {
-        match write(out.room(room)) {
-            Ok(n) => {
-                out.commit(n);
-                return Ok(());
-            }
-            Err(Unwritten::Needs(size)) if size > room => room = size,
-            Err(Unwritten::Needs(size)) => {
-                return Err(rustls::Error::General(format!(
-                    "rustls wants {size} bytes of a room of {room}"
-                )));
-            }
-            Err(Unwritten::Failed(why)) => return Err(rustls::Error::General(why)),
-        }
-    }
-}
-
-/// Room for `plaintext` encrypted: its length plus the overhead of every
-/// record it becomes.
-fn encrypted_size(plaintext: &[u8]) -> usize {
-    let records = plaintext.len() / MAX_RECORD_PLAINTEXT + 1;
-    plaintext
-        .len()
-        .saturating_add(records.saturating_mul(RECORD_OVERHEAD))
 }

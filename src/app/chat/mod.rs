@@ -13,7 +13,7 @@
 //! the loop's slab entries, reached through the [`Room`] trait. The chat
 //! keeps the index from lower-cased name to holder: every named user of the
 //! cluster, with colour, so the user list and name checks need no slab walk.
-//! Outgoing messages are serialised and framed once ([`wire::Wire`]) and
+//! Outgoing messages are serialised and framed once (`wire::Wire`) and
 //! the same bytes go to every recipient.
 
 mod apply;
