@@ -80,8 +80,8 @@ pub enum TlsFailure {
     /// unencrypted) and closes.
     NotTls,
     /// rustls refused the peer (garbage, bad ClientHello, no common version,
-    /// ALPN without `http/1.1`, ...). The alert, if any, is already queued;
-    /// the caller closes without an HTTP response.
+    /// ALPN without `http/1.1`, ...). The alert, if any, is already sent or
+    /// pending; the caller flushes and closes without an HTTP response.
     Rejected(rustls::Error),
 }
 
@@ -135,8 +135,9 @@ pub struct TlsTransport {
     socket: TcpStream,
     session: UnbufferedServerConnection,
     mode: Mode,
-    /// The connection's own buffers, only while it has something in
-    /// flight: dropped once it idles ([`TlsTransport::trim_idle`]).
+    /// The connection's own buffers, only while something is in them:
+    /// dropped as soon as they are empty (at the end of `read` and
+    /// `flush_pending`).
     buffers: Option<Box<Buffers>>,
     /// `shutdown_write` was called: close_notify follows the staged bytes,
     /// and the FIN follows the last byte of `out`.
