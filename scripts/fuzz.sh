@@ -103,7 +103,7 @@ for target in "${targets[@]}"; do
         fi
         for f in $new; do
             echo "fuzz: crash input $f ($(stat -c %s "$f") bytes):"
-            od -An -tx1 -v "$f" | head -20
+            od -An -tx1 -v "$f" | head -20 || true
         done
     fi
 done
