@@ -748,6 +748,31 @@ fn wschat_bench_speaks_wss() {
 }
 
 #[test]
+fn wschat_bench_waits_for_https_healthz_before_a_fanout_over_several_ports() {
+    // The same server named twice stands in for two cluster nodes: the
+    // bench's health wait must speak TLS, then every client checks every
+    // broadcast.
+    let fx = start_tls("tls-bench-nodes", &[], "warn");
+    let port = fx.server.addr.port().to_string();
+    let (status, stdout, stderr) = run_to_exit(
+        {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_wschat-bench"));
+            cmd.args(["fanout", "--port", &format!("{port},{port}"), "--tls"])
+                .args(["--clients", "20", "--senders", "4", "--rate", "40"])
+                .args(["--duration", "1", "--warmup", "0.2", "--drain", "1"]);
+            cmd
+        },
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("(100.000 %)"), "{stdout}");
+    assert!(
+        stdout.contains("gaps 0, reorders 0, disconnects 0"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn an_idle_drop_sends_no_close_notify() {
     // Keepalive: a ping after 1 s of silence, the drop 1 s later. The peer
     // is presumed gone, so there is no close handshake and no close_notify.

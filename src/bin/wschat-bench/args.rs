@@ -285,9 +285,6 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             o.target.ip()
         ));
     }
-    if tls && o.targets.len() > 1 {
-        return Err("several ports are not supported with TLS".into());
-    }
     o.clients = clients.unwrap_or(match mode {
         Mode::Fanout => 100,
         Mode::Connect => 1000,
@@ -359,7 +356,9 @@ mod tests {
         assert!(p("connect --port 9001 --redis-pid 3").is_err());
         assert!(p("fanout --port 9001,x").is_err());
         assert!(p("fanout --port 9001 --url ws://127.0.0.1:9002/").is_err());
-        assert!(p("fanout --port 9001,9002 --tls").is_err());
+        let nodes_over_tls = p("fanout --port 9001,9002 --tls").unwrap();
+        assert_eq!(nodes_over_tls.targets.len(), 2);
+        assert!(nodes_over_tls.tls.is_some());
     }
 
     #[test]

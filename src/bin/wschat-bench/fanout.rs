@@ -93,7 +93,11 @@ impl<'a> Session<'a> {
     /// message times, shared by the sessions of one ramp.
     pub fn open(o: &'a Opts, generation: u32, epoch: Instant) -> Result<Session<'a>, String> {
         if o.targets.len() > 1 {
-            wait_healthy(&o.targets, Duration::from_secs_f64(o.setup_timeout))?;
+            wait_healthy(
+                &o.targets,
+                o.tls.as_ref(),
+                Duration::from_secs_f64(o.setup_timeout),
+            )?;
         }
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         let names = (0..o.clients)
@@ -626,8 +630,8 @@ mod tests {
                 c.write_all(answer.as_bytes()).unwrap();
             }
         });
-        assert!(!healthy(addr));
-        assert!(healthy(addr));
+        assert!(!healthy(addr, None));
+        assert!(healthy(addr, None));
         server.join().unwrap();
     }
 

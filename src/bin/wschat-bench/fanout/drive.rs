@@ -14,16 +14,34 @@ pub(super) fn target_of(o: &Opts, i: usize) -> std::net::SocketAddrV4 {
         .unwrap_or(o.target)
 }
 
-/// `GET /healthz` answered `200` by this server.
-pub(super) fn healthy(addr: std::net::SocketAddrV4) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr.into(), Duration::from_secs(1))
-    else {
+/// `GET /healthz` answered `200` by this server (over TLS with `tls`).
+pub(super) fn healthy(
+    addr: std::net::SocketAddrV4,
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+) -> bool {
+    let Ok(s) = std::net::TcpStream::connect_timeout(&addr.into(), Duration::from_secs(1)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+    match tls {
+        None => answers_200(s, addr),
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::IpAddress((*addr.ip()).into());
+            match rustls::ClientConnection::new(config.clone(), name) {
+                Ok(conn) => answers_200(rustls::StreamOwned::new(conn, s), addr),
+                Err(_) => false,
+            }
+        }
+    }
+}
+
+fn answers_200(mut s: impl std::io::Read + std::io::Write, addr: std::net::SocketAddrV4) -> bool {
     let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
+    if s.write_all(req.as_bytes())
+        .and_then(|()| s.flush())
+        .is_err()
+    {
         return false;
     }
     let mut head = [0u8; 16];
@@ -41,11 +59,12 @@ pub(super) fn healthy(addr: std::net::SocketAddrV4) -> bool {
 /// waits until every node says so on `/healthz`.
 pub(super) fn wait_healthy(
     targets: &[std::net::SocketAddrV4],
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
     max: Duration,
 ) -> Result<(), String> {
     let until = Instant::now() + max;
     for &t in targets {
-        while !healthy(t) {
+        while !healthy(t, tls) {
             if Instant::now() > until {
                 return Err(format!(
                     "{t}: GET /healthz did not answer 200 within {:.0} s",
