@@ -50,15 +50,22 @@ impl Timers {
 
     /// `at` on the heap's clock, rounded up so nothing fires early.
     pub fn key(&self, at: Instant) -> Millis {
-        // u64 arithmetic: this runs after every read and flush, and a u128
-        // division (`as_nanos`) costs more than the rest of it.
+        self.millis(at, true).min(NONE - 1)
+    }
+
+    /// Milliseconds from the origin to `at`, rounded up or down. u64
+    /// arithmetic: this runs after every read and flush, and a u128
+    /// division (`as_nanos`) costs more than the rest of it.
+    fn millis(&self, at: Instant, round_up: bool) -> Millis {
         let since = at.saturating_duration_since(self.origin);
-        let millis = u64::from(since.subsec_nanos().div_ceil(1_000_000));
+        let part = match round_up {
+            true => since.subsec_nanos().div_ceil(1_000_000),
+            false => since.subsec_millis(),
+        };
         since
             .as_secs()
             .saturating_mul(1000)
-            .saturating_add(millis)
-            .min(NONE - 1)
+            .saturating_add(u64::from(part))
     }
 
     /// Schedules `slot` at `at`; returns the entry's key.
@@ -79,11 +86,7 @@ impl Timers {
 
     /// Removes and returns an entry due at `now`: its key, slot and kind.
     pub fn pop_due(&mut self, now: Instant) -> Option<(Millis, usize, Kind)> {
-        let since = now.saturating_duration_since(self.origin);
-        let now = since
-            .as_secs()
-            .saturating_mul(1000)
-            .saturating_add(u64::from(since.subsec_millis()));
+        let now = self.millis(now, false);
         match self.heap.peek() {
             Some(Reverse((at, _, _))) if *at <= now => self
                 .heap
