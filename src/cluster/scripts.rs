@@ -146,32 +146,37 @@ end
 return alive
 "#;
 
+/// Lua shared by two scripts: `ep` is the epoch in KEYS[1], set to the
+/// candidate ARGV[1] first if Redis has none.
+macro_rules! epoch_or_candidate {
+    () => {
+        "
+local ep = redis.call('GET', KEYS[1])
+if not ep then
+  ep = ARGV[1]
+  redis.call('SET', KEYS[1], ep)
+end
+"
+    };
+}
+
 /// The epoch, set to the candidate if Redis has none (a fresh or emptied
 /// dataset), with the state a reader starts from: the last stream id, the
 /// names and the history, all read in one atomic step.
 ///
 /// KEYS: epoch, names, events, history. ARGV: 1 candidate epoch.
 /// Returns `{epoch, last id, {names flat}, {history}}`.
-pub(crate) const SNAPSHOT: &str = r#"
-local ep = redis.call('GET', KEYS[1])
-if not ep then
-  ep = ARGV[1]
-  redis.call('SET', KEYS[1], ep)
-end
+pub(crate) const SNAPSHOT: &str = concat!(
+    epoch_or_candidate!(),
+    r#"
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 local lastid = '0-0'
 if #last > 0 then lastid = last[1][1] end
 return {ep, lastid, redis.call('HGETALL', KEYS[2]), redis.call('LRANGE', KEYS[4], 0, -1)}
-"#;
+"#
+);
 
 /// The epoch, set to the candidate if Redis has none.
 ///
 /// KEYS: epoch. ARGV: 1 candidate epoch. Returns the epoch.
-pub(crate) const EPOCH: &str = r#"
-local ep = redis.call('GET', KEYS[1])
-if not ep then
-  ep = ARGV[1]
-  redis.call('SET', KEYS[1], ep)
-end
-return ep
-"#;
+pub(crate) const EPOCH: &str = concat!(epoch_or_candidate!(), "return ep\n");
